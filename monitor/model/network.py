@@ -1,0 +1,111 @@
+"""The network: one shared BERT encoder, mean pooling, a topic head and a sentiment head.
+
+Both heads read the same pooled sentence vector, so every labelled example (topic-only,
+sentiment-only or both) trains the shared encoder. Heads are a dropout + linear layer:
+the encoder does the work, and a small head keeps forgetting cheap to control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor, nn
+from transformers import AutoModel, PreTrainedModel
+
+from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
+
+__all__ = ["MultiTaskClassifier", "freeze", "mean_pool"]
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average the token vectors where ``attention_mask`` is 1 (padding does not count).
+
+    >>> import torch
+    >>> h = torch.tensor([[[1.0], [3.0], [100.0]]])
+    >>> mean_pool(h, torch.tensor([[1, 1, 0]])).tolist()
+    [[2.0]]
+    """
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class MultiTaskClassifier(nn.Module):
+    """Shared encoder + two linear heads; ``forward`` returns ``(topic_logits, sentiment_logits)``."""
+
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        topics: Sequence[str] = DEFAULT_TOPICS,
+        sentiments: Sequence[str] = SENTIMENTS,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, labels in (("topics", topics), ("sentiments", sentiments)):
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise ValueError(f"{name} must hold at least two distinct labels, got {list(labels)}")
+        self.encoder = encoder
+        self.topics: tuple[str, ...] = tuple(topics)
+        self.sentiments: tuple[str, ...] = tuple(sentiments)
+        hidden = int(encoder.config.hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.topic_head = nn.Linear(hidden, len(self.topics))
+        self.sentiment_head = nn.Linear(hidden, len(self.sentiments))
+
+    @classmethod
+    def from_backbone(
+        cls,
+        path: Path | str,
+        topics: Sequence[str] = DEFAULT_TOPICS,
+        sentiments: Sequence[str] = SENTIMENTS,
+        dropout: float = 0.1,
+    ) -> MultiTaskClassifier:
+        """Load a pretrained encoder from a local directory (offline) and add fresh heads."""
+        encoder = AutoModel.from_pretrained(str(path), local_files_only=True)
+        return cls(encoder, topics, sentiments, dropout)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        pooled = self.dropout(mean_pool(hidden, attention_mask))
+        return self.topic_head(pooled), self.sentiment_head(pooled)
+
+
+def freeze(model: MultiTaskClassifier, embeddings: bool, layers: int) -> int:
+    """Freeze the embeddings and/or the lowest ``layers`` encoder layers; returns the frozen count.
+
+    Frozen parameters get ``requires_grad=False``: the trainer leaves them out of the optimizer
+    and backward stops early, which is both a regulariser against forgetting and a CPU saving.
+    """
+    encoder = model.encoder
+    blocks = _encoder_layers(encoder)
+    if layers < 0 or layers > len(blocks):
+        raise ValueError(f"freeze layers must be in 0..{len(blocks)}, got {layers}")
+    modules: list[nn.Module] = list(blocks[:layers])
+    if embeddings:
+        modules.append(_embeddings(encoder))
+    frozen = 0
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                parameter.requires_grad_(False)
+                frozen += parameter.numel()
+    return frozen
+
+
+def _embeddings(encoder: nn.Module) -> nn.Module:
+    module = getattr(encoder, "embeddings", None)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{type(encoder).__name__} has no 'embeddings' module to freeze")
+    return module
+
+
+def _encoder_layers(encoder: nn.Module) -> Sequence[nn.Module]:
+    """The transformer blocks, lowest first (BERT-style ``encoder.layer``)."""
+    inner = getattr(encoder, "encoder", None)
+    blocks = getattr(inner, "layer", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise TypeError(f"{type(encoder).__name__} has no encoder.layer list; cannot freeze layers")
+    return list(blocks)

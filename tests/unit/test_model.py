@@ -1,0 +1,120 @@
+"""The network, the tiny backbone and the batched predictor."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
+from monitor.model import MultiTaskClassifier, Predictor, freeze
+
+TEXTS = [
+    "Fed raises interest rates",
+    "Apple shares jump after strong earnings beat and record revenue growth this quarter",
+    "oil",
+    "Bank of China cuts guidance",
+    "Tesla stock falls 5 percent",
+    "gold",
+    "The company appointed a new chief executive officer",
+]
+
+
+def _model(tiny_backbone: Path, seed: int = 0) -> MultiTaskClassifier:
+    torch.manual_seed(seed)
+    return MultiTaskClassifier.from_backbone(tiny_backbone).eval()
+
+
+def test_tokenizer_knows_finance_words(tiny_backbone: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    ids = tokenizer("Fed raises rates")["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+
+
+def test_forward_shapes_and_padding_invariance(tiny_backbone: Path) -> None:
+    model = _model(tiny_backbone)
+    assert model.topics == DEFAULT_TOPICS and model.sentiments == SENTIMENTS
+    ids = torch.tensor([[2, 10, 11, 3]])
+    topic, sentiment = model(ids, torch.ones_like(ids))
+    assert topic.shape == (1, 20) and sentiment.shape == (1, 3)
+    # Padding must not change the result: mean pooling ignores masked positions.
+    padded = torch.tensor([[2, 10, 11, 3, 0, 0]])
+    topic_p, sentiment_p = model(padded, torch.tensor([[1, 1, 1, 1, 0, 0]]))
+    torch.testing.assert_close(topic_p, topic, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sentiment_p, sentiment, atol=1e-5, rtol=1e-5)
+
+
+def test_rejects_degenerate_label_sets(tiny_backbone: Path) -> None:
+    encoder = _model(tiny_backbone).encoder
+    with pytest.raises(ValueError, match="distinct"):
+        MultiTaskClassifier(encoder, ["a", "a"], SENTIMENTS)
+
+
+def test_freeze_embeddings_and_lowest_layers(tiny_backbone: Path) -> None:
+    model = _model(tiny_backbone)
+    frozen = freeze(model, embeddings=True, layers=1)
+    assert frozen > 0
+    assert not any(p.requires_grad for p in model.encoder.embeddings.parameters())
+    assert not any(p.requires_grad for p in model.encoder.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in model.encoder.encoder.layer[1].parameters())
+    assert all(p.requires_grad for p in model.topic_head.parameters())
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        freeze(model, embeddings=False, layers=3)
+
+
+def test_predictor_preserves_order_and_matches_unbatched(tiny_backbone: Path) -> None:
+    model = _model(tiny_backbone)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    predictor = Predictor(model, tokenizer, "v-test", device="cpu", batch_size=3)
+    batched = predictor.predict(TEXTS)
+    stats = predictor.last_stats
+    assert stats.texts == len(TEXTS) and stats.batches == 3 and len(stats.batch_seconds) == 3
+    assert 0 < stats.tokens <= stats.padded_tokens
+    for text, got in zip(TEXTS, batched, strict=True):
+        alone = predictor.predict([text])[0]
+        assert alone.topic == got.topic and alone.sentiment == got.sentiment
+        for label, p in alone.sentiment_probs.items():
+            assert got.sentiment_probs[label] == pytest.approx(p, abs=1e-5)
+        assert got.confidence == pytest.approx(min(max(got.topic_probs.values()), max(got.sentiment_probs.values())))
+        assert sum(got.topic_probs.values()) == pytest.approx(1.0, abs=1e-5)
+    # Unsorted input with distinct lengths: rows must come back in input order, not length order.
+    assert predictor.predict(TEXTS[::-1]) == batched[::-1]
+
+
+def test_predictor_truncates_and_handles_empty(tiny_backbone: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    predictor = Predictor(_model(tiny_backbone), tokenizer, "v", device="cpu", max_length=4)
+    predictor.predict(["stock market rises on strong earnings and jobs data"])
+    assert predictor.last_stats.padded_tokens == 4
+    assert predictor.predict([]) == []
+
+
+def test_predictor_is_usable_while_another_thread_trains_a_copy(tiny_backbone: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    predictor = Predictor(_model(tiny_backbone), tokenizer, "v", device="cpu")
+    expected = predictor.predict(TEXTS)
+    trainee = _model(tiny_backbone, seed=1).train()
+    optimizer = torch.optim.SGD(trainee.parameters(), lr=0.1)
+    errors: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            for _ in range(20):
+                batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=16, return_tensors="pt")
+                topic, sentiment = trainee(batch["input_ids"], batch["attention_mask"])
+                (topic.sum() + sentiment.sum()).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    results = [predictor.predict(TEXTS) for _ in range(20)]
+    worker.join()
+    assert not errors
+    assert all(r == expected for r in results)
