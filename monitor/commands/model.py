@@ -1,0 +1,86 @@
+"""``monitor model``: list, add, promote and roll back versions in a model registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from monitor.registry import ModelRegistry, RegistryError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("model", help="list, add, promote or roll back model versions in a registry")
+    p.add_argument("--registry", default="var/models", help="model registry directory (default: var/models)")
+    sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="every version with lineage, metrics and which one serves")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=list_versions)
+    add = sub.add_parser("add", help="copy a checkpoint into the registry (and --promote it)")
+    add.add_argument("checkpoint", type=Path)
+    add.add_argument("--promote", action="store_true", help="make it the serving version")
+    add.set_defaults(func=add_version)
+    rb = sub.add_parser("rollback", help="serve an earlier VERSION again (running daemons swap to it)")
+    rb.add_argument("version")
+    rb.set_defaults(func=rollback)
+    hist = sub.add_parser("history", help="promotions, rejections (with reasons), failures, rollbacks")
+    hist.set_defaults(func=history)
+
+
+def list_versions(args: argparse.Namespace) -> int:
+    versions = ModelRegistry(args.registry).versions()
+    if args.json:
+        print(json.dumps([{**v.meta.to_dict(), "serving": v.serving, "path": str(v.path)} for v in versions],
+                         indent=2))
+        return 0
+    if not versions:
+        print(f"no model versions in {args.registry}")
+        return 0
+    print(f"{'':2}{'version':<28}{'parent':<28}{'created':<27}metrics")
+    for v in versions:
+        metrics = ", ".join(f"{k}={val:.3f}" for k, val in v.meta.metrics.items() if isinstance(val, int | float))
+        print(f"{'*' if v.serving else ' ':2}{v.meta.version:<28}{(v.meta.parent or '-'):<28}"
+              f"{v.meta.created_at:<27}{metrics}")
+    return 0
+
+
+def add_version(args: argparse.Namespace) -> int:
+    from monitor.model.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        meta = load_checkpoint(args.checkpoint).meta  # validates it before it enters the registry
+    except CheckpointError as err:
+        print(f"monitor model add: {err}", file=sys.stderr)
+        return 2
+    registry = ModelRegistry(args.registry).init()
+    dest = registry.path(meta.version)
+    if not dest.exists():
+        tmp = registry.staging / f".{meta.version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(args.checkpoint, tmp)
+        tmp.rename(dest)
+        registry.record("added", meta.version, source=str(args.checkpoint))
+    if args.promote:
+        registry.set_current(meta.version, "promoted", reason="manual (monitor model add --promote)")
+    print(f"{meta.version} {'serving' if args.promote else 'added'} in {args.registry}")
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    try:
+        ModelRegistry(args.registry).set_current(args.version, "rollback", reason="manual")
+    except RegistryError as err:
+        print(f"monitor model rollback: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.version} is now serving in {args.registry}")
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    for event in ModelRegistry(args.registry).history():
+        print(json.dumps(event, ensure_ascii=False))
+    return 0

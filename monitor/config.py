@@ -1,0 +1,357 @@
+"""Typed, frozen settings: the only code that reads config files and environment variables.
+
+A config file is YAML with one section per component (``kafka``, ``batch``, ``model``,
+``metrics``, ``alerts``, ``learning``, ``logging``). Any key can be overridden from the
+environment as ``MONITOR__<SECTION>__<KEY>`` (values parsed as YAML scalars), e.g.
+``MONITOR__KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Unknown sections or keys, wrong types and
+out-of-range values are rejected at start with a message naming the key.
+
+    >>> cfg = load_config(None, env={"MONITOR__BATCH__MAX_BATCH": "16"})
+    >>> cfg.batch.max_batch, cfg.kafka.input_topics
+    (16, ('news', 'comments'))
+    >>> load_config(None, env={"MONITOR__BATCH__MAX_BATCH": "0"})
+    Traceback (most recent call last):
+    ...
+    monitor.config.ConfigError: batch.max_batch: must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "AlertConfig",
+    "BatchConfig",
+    "ConfigError",
+    "KafkaConfig",
+    "LearningConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "MonitorConfig",
+    "describe_keys",
+    "load_config",
+]
+
+ENV_PREFIX = "MONITOR__"
+_SECRET_KEYS = ("sasl_plain_password", "ssl_password", "sasl_oauth_token")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key that caused it."""
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of the brokers."""
+    input_topics: tuple[str, ...] = ("news", "comments")
+    """Topics carrying NewsItem JSON messages."""
+    output_topic: str = "predictions"
+    """One enriched result per input (key = item id)."""
+    dead_letter_topic: str = "dead-letter"
+    """Rejected input with the original bytes and the reason."""
+    alerts_topic: str = "alerts"
+    """Negative-surge alert events."""
+    labels_topic: str = "labels"
+    """Late labels for items already classified (joined by id)."""
+    label_requests_topic: str = "label-requests"
+    """Uncertain items published for people to label."""
+    group_id: str = "monitor"
+    """Consumer group; instances with the same group share the input partitions."""
+    client_id: str = "monitor"
+    """Client id prefix shown in broker logs and quotas."""
+    auto_offset_reset: str = "earliest"
+    """Where a new group starts: earliest or latest."""
+    max_poll_interval_ms: int = 300_000
+    """Max time between polls before the group evicts this member (>= 10000)."""
+    session_timeout_ms: int = 45_000
+    """Heartbeat session timeout of the consumer group."""
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str | None = None
+    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI (with SASL_* protocols)."""
+    sasl_plain_username: str | None = None
+    """SASL user name."""
+    sasl_plain_password: str | None = None
+    """Secret: never logged."""
+    ssl_cafile: str | None = None
+    """CA bundle (PEM) to verify the brokers."""
+    ssl_certfile: str | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    ssl_keyfile: str | None = None
+    """Client private key (PEM) for mutual TLS."""
+    ssl_password: str | None = None
+    """Secret: never logged."""
+    create_topics: bool = True
+    """Create missing topics at start (needs the cluster's CreateTopics permission)."""
+    topic_partitions: int = 3
+    """Partitions of topics the monitor creates (upper bound on instances sharing the load)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.bootstrap_servers.strip()), "kafka.bootstrap_servers", "must not be empty")
+        _check(len(self.input_topics) > 0, "kafka.input_topics", "needs at least one topic")
+        _check(self.auto_offset_reset in ("earliest", "latest"), "kafka.auto_offset_reset",
+               f"must be earliest or latest, got {self.auto_offset_reset!r}")
+        _check(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+               "kafka.security_protocol", f"unknown protocol {self.security_protocol!r}")
+        _check(self.max_poll_interval_ms >= 10_000, "kafka.max_poll_interval_ms", "must be >= 10000")
+
+    def client_options(self) -> dict[str, Any]:
+        """Security and identity options passed through to every kafka-python client."""
+        opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers.split(","),
+                                "security_protocol": self.security_protocol}
+        for key in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile",
+                    "ssl_certfile", "ssl_keyfile", "ssl_password"):
+            value = getattr(self, key)
+            if value is not None:
+                opts[key] = value
+        return opts
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch: int = 64
+    """Classify at most this many messages at once."""
+    max_wait_ms: int = 200
+    """... or whatever arrived within this time, whichever comes first."""
+    max_text_chars: int = 20_000
+    """Longer texts are dead-lettered with reason 'oversize'."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_batch >= 1, "batch.max_batch", f"must be >= 1, got {self.max_batch}")
+        _check(self.max_wait_ms >= 0, "batch.max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
+        _check(self.max_text_chars >= 1, "batch.max_text_chars", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "var/models"
+    """A checkpoint directory, or a model registry directory (its 'current' version serves)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    max_length: int = 128
+    """Token truncation length."""
+    inference_batch_size: int = 32
+    """Micro-batch size of the predictor (texts are sorted by length first)."""
+    threads: int = 0
+    """torch CPU threads; 0 leaves torch's default."""
+
+    def __post_init__(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda"), "model.device", f"unknown device {self.device!r}")
+        _check(8 <= self.max_length <= 512, "model.max_length", "must be in 8..512")
+        _check(self.inference_batch_size >= 1, "model.inference_batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    """Address of the /metrics endpoint."""
+    port: int = 9108
+    """Port of the /metrics endpoint (0 disables it)."""
+    windows_seconds: tuple[int, ...] = (900, 3600)
+    """Rolling event-time windows of the sentiment index (label 'window' = e.g. '900s')."""
+    watch_tickers: tuple[str, ...] = ()
+    """Tickers with their own sentiment index and surge alerts (bounded label set)."""
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "metrics.port", "must be in 0..65535")
+        _check(len(self.windows_seconds) > 0 and min(self.windows_seconds) > 0, "metrics.windows_seconds",
+               "needs at least one positive window")
+        _check(len(self.watch_tickers) <= 200, "metrics.watch_tickers", "at most 200 tickers (label cardinality)")
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    window_seconds: float = 900.0
+    """Event-time window in which the negative share is measured."""
+    baseline_seconds: float = 6 * 3600.0
+    """Span before the window that gives the baseline negative share."""
+    min_count: int = 20
+    """Minimum items in the window before an alert can be raised."""
+    ratio: float = 2.0
+    """Raise when share >= baseline * ratio ..."""
+    min_delta: float = 0.15
+    """... and share - baseline >= min_delta."""
+    clear_ratio: float = 1.3
+    """Clear when share < baseline * clear_ratio (or volume < min_count)."""
+    cooldown_seconds: float = 1800.0
+    """Quiet time for a key after its alert clears."""
+    default_baseline: float = 0.2
+    """Baseline used until the baseline span holds min_baseline_count items."""
+    min_baseline_count: int = 50
+    """Items the baseline span needs before its own share replaces default_baseline."""
+
+    def __post_init__(self) -> None:
+        _check(self.window_seconds > 0, "alerts.window_seconds", "must be > 0")
+        _check(self.ratio >= 1.0, "alerts.ratio", "must be >= 1")
+        _check(1.0 <= self.clear_ratio <= self.ratio, "alerts.clear_ratio", "must be in 1..ratio")
+        _check(0.0 <= self.default_baseline <= 1.0, "alerts.default_baseline", "must be in 0..1")
+        _check(self.min_count >= 1, "alerts.min_count", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    enabled: bool = False
+    """Continual learning on labels from the stream (see README, 'Continual learning')."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Learner settings (drift detector, replay buffer, training policy, gate)."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    json: bool = False
+    """JSON lines instead of plain text."""
+    summary_interval_s: float = 30.0
+    """Seconds between one-line summaries (rate, lag, model version)."""
+
+    def __post_init__(self) -> None:
+        _check(self.level in ("DEBUG", "INFO", "WARNING", "ERROR"), "logging.level", f"unknown {self.level!r}")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets replaced, safe to log."""
+        out = dataclasses.asdict(self)
+        for key in _SECRET_KEYS:
+            if out["kafka"].get(key) is not None:
+                out["kafka"][key] = "***"
+        return out
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """``(section.key, default, description)`` for every setting, from the field docstrings."""
+    import ast
+    import inspect
+
+    rows = []
+    for section in dataclasses.fields(MonitorConfig):
+        cls = typing.get_type_hints(MonitorConfig)[section.name]
+        body = ast.parse(inspect.getsource(cls)).body[0]
+        assert isinstance(body, ast.ClassDef)
+        docs: dict[str, str] = {}
+        for node, following in zip(body.body, [*body.body[1:], None], strict=True):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                docs[node.target.id] = str(following.value.value) if is_doc else ""  # type: ignore[union-attr]
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            value = getattr(defaults, f.name)
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            rows.append((f"{section.name}.{f.name}", shown, docs.get(f.name, "")))
+    return rows
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        _check(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if annotation is bool:
+        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        _check(isinstance(value, str | int | float) and not isinstance(value, bool), key,
+               f"expected a string, got {value!r}")
+        return str(value)
+    if (origin is not None and issubclass(origin, Mapping)) or annotation is Mapping:
+        _check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    _check(not unknown, f"{section}.{unknown[0] if unknown else ''}",
+           f"unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2:
+            raise ConfigError(f"{name}: expected MONITOR__<SECTION>__<KEY>")
+        section, key = parts
+        out.setdefault(section, {})[key] = yaml.safe_load(text) if text != "" else None
+    return out
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> MonitorConfig:
+    """Read the YAML file (optional), apply ``MONITOR__SECTION__KEY`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+        raw = loaded or {}
+    for section, values in _env_overrides(os.environ if env is None else env).items():
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{section}: expected a mapping")
+        raw[section].update(values)
+    sections = {f.name: f.type for f in dataclasses.fields(MonitorConfig)}
+    hints = typing.get_type_hints(MonitorConfig)
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sections)})")
+    built = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {values!r}")
+        try:
+            built[name] = _build(hints[name], values, name)
+        except TypeError as err:
+            raise ConfigError(f"{name}: {err}") from None
+    return MonitorConfig(**built)

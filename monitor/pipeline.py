@@ -1,0 +1,124 @@
+"""The per-batch step, without IO: items in, predictions and alerts out.
+
+Live runs (``monitor.app``) and backtests (``monitor.replay``) both call
+``Pipeline.process`` on each micro-batch; only where items come from and where results go
+differs. The serving model is read once per batch from a ``ModelSlot``, so a hot swap takes
+effect between batches and every result names the version that produced it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from monitor.alerts import SurgeDetector
+from monitor.records import Alert, NewsItem, Prediction
+from monitor.trends import SentimentTrends
+
+__all__ = ["BatchOutcome", "ModelSlot", "Pipeline", "Scorer"]
+
+
+class ScoredLike(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def topic_probs(self) -> dict[str, float]: ...
+    @property
+    def sentiment(self) -> str: ...
+    @property
+    def sentiment_probs(self) -> dict[str, float]: ...
+    @property
+    def confidence(self) -> float: ...
+
+
+class Scorer(Protocol):
+    """What the pipeline needs of a model: a version and batched prediction."""
+
+    version: str
+
+    def predict(self, texts: Sequence[str]) -> Sequence[ScoredLike]: ...
+
+
+class ModelSlot:
+    """Holds the serving model; ``swap`` replaces it atomically (a reference assignment under a lock)."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Scorer:
+        with self._lock:
+            return self._scorer
+
+    def swap(self, scorer: Scorer) -> Scorer:
+        """Install ``scorer``; return the one it replaced."""
+        with self._lock:
+            old, self._scorer = self._scorer, scorer
+        return old
+
+
+@dataclass
+class BatchOutcome:
+    predictions: list[Prediction]
+    alerts: list[Alert]
+    model_version: str
+    infer_seconds: float
+    index: dict[tuple[str, float], tuple[float, int]] = field(default_factory=dict)
+    """Sentiment index snapshot: ``{(key, window): (index, count)}``; keys 'topic:<t>' / 'ticker:<t>'."""
+
+
+class Pipeline:
+    """Classify a micro-batch, update the rolling sentiment windows, check for surges."""
+
+    def __init__(
+        self,
+        slot: ModelSlot,
+        trends: SentimentTrends,
+        surge: SurgeDetector,
+        watch_tickers: Sequence[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.slot = slot
+        self.trends = trends
+        self.surge = surge
+        self.watch_tickers = frozenset(t.upper() for t in watch_tickers)
+        self._clock = clock
+
+    def process(self, items: Sequence[NewsItem], received_at: Sequence[float]) -> BatchOutcome:
+        """Classify ``items`` (``received_at``: clock time each was polled) in one model version."""
+        scorer = self.slot.current
+        started = self._clock()
+        scored = scorer.predict([item.text for item in items]) if items else []
+        done = self._clock()
+        predictions = []
+        for item, s, got in zip(items, scored, received_at, strict=True):
+            at = item.published_at.timestamp()
+            self.trends.update(f"topic:{s.topic}", at, s.sentiment)
+            self.surge.update("topic", s.topic, at, s.sentiment, item.id)
+            for ticker in item.tickers:
+                if ticker in self.watch_tickers:
+                    self.trends.update(f"ticker:{ticker}", at, s.sentiment)
+                    self.surge.update("ticker", ticker, at, s.sentiment, item.id)
+            predictions.append(
+                Prediction(
+                    id=item.id,
+                    source=item.source,
+                    kind=item.kind,
+                    published_at=item.published_at.isoformat(),
+                    tickers=item.tickers,
+                    topic=s.topic,
+                    topic_probs={k: round(v, 5) for k, v in s.topic_probs.items()},
+                    sentiment=s.sentiment,
+                    sentiment_probs={k: round(v, 5) for k, v in s.sentiment_probs.items()},
+                    confidence=round(s.confidence, 5),
+                    model_version=scorer.version,
+                    latency_ms=round((done - got) * 1000.0, 3),
+                    text=item.text,
+                )
+            )
+        alerts = self.surge.check(scorer.version) if items else []
+        return BatchOutcome(predictions, alerts, scorer.version, done - started, self.trends.snapshot())

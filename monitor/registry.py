@@ -1,0 +1,122 @@
+"""The model registry: every version on disk with its lineage, and which one serves.
+
+Layout of a registry directory::
+
+    versions/<version>/     checkpoints written by monitor.model.save_checkpoint
+    CURRENT                 the serving version id (replaced atomically by rename)
+    history.jsonl           one JSON line per event: added, promoted, rejected, failed, rollback
+
+Every monitor instance sharing the directory watches ``CURRENT`` and hot-swaps between
+batches when it changes, so a promotion (or ``monitor model rollback``) reaches all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.model.checkpoint import META_FILE, CheckpointMeta
+
+__all__ = ["ModelRegistry", "RegistryError", "VersionInfo", "is_registry"]
+
+CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "history.jsonl"
+VERSIONS_DIR = "versions"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done (unknown version, empty registry)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    meta: CheckpointMeta
+    path: Path
+    serving: bool
+
+
+def is_registry(path: Path | str) -> bool:
+    """A registry has a ``versions/`` folder; a single checkpoint has ``meta.json`` at its top."""
+    return (Path(path) / VERSIONS_DIR).is_dir()
+
+
+class ModelRegistry:
+    """Versions on disk plus the ``CURRENT`` pointer; all writes are atomic renames."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def init(self) -> ModelRegistry:
+        (self.root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def path(self, version: str) -> Path:
+        return self.root / VERSIONS_DIR / version
+
+    @property
+    def staging(self) -> Path:
+        """Where a new checkpoint is written before ``add`` (same filesystem, so the move is a rename)."""
+        return self.root / VERSIONS_DIR
+
+    def current_version(self) -> str | None:
+        try:
+            text = (self.root / CURRENT_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def current_path(self) -> Path:
+        version = self.current_version()
+        if version is None:
+            raise RegistryError(f"model registry {self.root} has no serving version (CURRENT is missing)")
+        return self.path(version)
+
+    def versions(self) -> list[VersionInfo]:
+        """All complete versions, oldest first."""
+        folder = self.root / VERSIONS_DIR
+        if not folder.is_dir():
+            return []
+        current = self.current_version()
+        out = []
+        for entry in sorted(folder.iterdir()):
+            meta_file = entry / META_FILE
+            if entry.name.startswith(".") or not meta_file.is_file():
+                continue  # temp dirs of interrupted writes are never listed
+            meta = CheckpointMeta.from_dict(json.loads(meta_file.read_text(encoding="utf-8")))
+            out.append(VersionInfo(meta, entry, meta.version == current))
+        return sorted(out, key=lambda v: v.meta.created_at)
+
+    def record(self, event: str, version: str, **details: Any) -> None:
+        """Append one event to ``history.jsonl`` (promotions, rejections with reasons, failures)."""
+        line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, "version": version}
+        line.update(details)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / HISTORY_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+
+    def history(self) -> list[Mapping[str, Any]]:
+        try:
+            lines = (self.root / HISTORY_FILE).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def set_current(self, version: str, event: str = "promoted", **details: Any) -> None:
+        """Point ``CURRENT`` at ``version`` (which must exist) atomically, and record why."""
+        if not (self.path(version) / META_FILE).is_file():
+            known = ", ".join(v.meta.version for v in self.versions()) or "none"
+            raise RegistryError(f"no model version {version!r} in {self.root} (known: {known})")
+        previous = self.current_version()
+        fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.root / CURRENT_FILE)
+        self.record(event, version, previous=previous, **details)

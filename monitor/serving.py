@@ -1,0 +1,80 @@
+"""Finding and loading the serving model, and noticing when it changes.
+
+``model.path`` is either one checkpoint directory (it never changes) or a model registry
+(``monitor.registry``), whose ``CURRENT`` version serves; ``RegistryWatcher`` reports a new
+``CURRENT`` so the daemon can hot-swap between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from monitor.config import ModelConfig
+from monitor.model.checkpoint import META_FILE, CheckpointError, LoadedModel, load_checkpoint
+from monitor.model.predictor import Predictor, resolve_device
+from monitor.registry import ModelRegistry, is_registry
+
+__all__ = ["ModelNotFound", "RegistryWatcher", "load_predictor", "resolve_model_dir"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFound(RuntimeError):
+    """``model.path`` holds no usable model; the message says how to make one."""
+
+
+def resolve_model_dir(path: Path | str) -> Path:
+    """The checkpoint directory that serves for ``path`` (a checkpoint or a registry)."""
+    path = Path(path)
+    if is_registry(path):
+        version = ModelRegistry(path).current_version()
+        if version is None:
+            raise ModelNotFound(f"model registry {path} has no serving version yet (no CURRENT file)")
+        return ModelRegistry(path).path(version)
+    if (path / META_FILE).is_file():
+        return path
+    raise ModelNotFound(
+        f"no model at {path}: train one with `monitor train --data FILE --out {path}/versions/<name>` "
+        "and `monitor model promote`, or point model.path at a checkpoint directory"
+    )
+
+
+def load_predictor(directory: Path, config: ModelConfig) -> tuple[Predictor, LoadedModel]:
+    """Load a checkpoint into a ready ``Predictor`` on the configured device."""
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    try:
+        loaded = load_checkpoint(directory, device=str(device))
+    except CheckpointError as err:
+        raise ModelNotFound(str(err)) from err
+    predictor = Predictor(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.meta.version,
+        device=device,
+        max_length=config.max_length,
+        batch_size=config.inference_batch_size,
+    )
+    return predictor, loaded
+
+
+class RegistryWatcher:
+    """Polls a registry's ``CURRENT``; ``changed()`` returns the new directory once per change."""
+
+    def __init__(self, path: Path | str, serving_version: str) -> None:
+        self.path = Path(path)
+        self.enabled = is_registry(self.path)
+        self._seen = serving_version
+
+    def changed(self) -> Path | None:
+        if not self.enabled:
+            return None
+        version = ModelRegistry(self.path).current_version()
+        if version is None or version == self._seen:
+            return None
+        self._seen = version
+        return ModelRegistry(self.path).path(version)

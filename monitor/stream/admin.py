@@ -1,0 +1,28 @@
+"""Creating the monitor's topics on the configured cluster (idempotent)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from monitor.config import KafkaConfig
+
+__all__ = ["ensure_topics"]
+
+
+def ensure_topics(config: KafkaConfig, names: Iterable[str], partitions: int = 1, replication: int = 1) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = KafkaAdminClient(client_id=f"{config.client_id}-admin", **config.client_options())
+    try:
+        existing = set(admin.list_topics())
+        wanted = [n for n in dict.fromkeys(names) if n not in existing]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another instance created it first
+                admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
+        return wanted
+    finally:
+        admin.close()
