@@ -1,0 +1,279 @@
+"""The training loop, written out: ``fit(model, tokenizer, train, val, cfg)``.
+
+One epoch = length-bucketed, dynamically padded batches in a seeded random order; per step the
+masked per-head cross-entropy (+ optional distillation from a frozen teacher, + optional EWC
+penalty), AdamW with separate learning rates for the encoder and the heads, gradient clipping and
+a linear warmup/decay schedule. After each epoch the validation macro-F1 (mean over the heads
+that have labels in ``val``) decides early stopping; the best weights are restored at the end.
+
+Reproducible: the same seed, data and initial weights give bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from monitor.learn.evaluate import evaluate
+from monitor.learn.losses import IGNORE_INDEX, OnlineEWC, distillation_loss, masked_cross_entropy
+from monitor.model.batching import Tokenizer, bucketed_batches, collate, encode
+from monitor.model.network import MultiTaskClassifier, freeze
+from monitor.model.predictor import resolve_device
+from monitor.records import Example
+
+__all__ = ["EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "fit", "label_indices"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model's weights are not usable."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one ``fit`` run. Defaults are tuned for all-MiniLM-L6-v2 (see docs/classifier.md)."""
+
+    epochs: int = 4
+    """Passes over the training data (early stopping may end sooner)."""
+    batch_size: int = 32
+    lr_encoder: float = 1e-4
+    """Peak learning rate of the encoder; 3e-5 underfits this sentence-embedding backbone."""
+    lr_head: float = 1e-3
+    """Peak learning rate of the two freshly initialised heads."""
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    """Fraction of all steps spent warming the learning rate up from 0."""
+    max_length: int = 64
+    """Truncation length in tokens (tweets and headlines are rarely longer)."""
+    patience: int = 2
+    """Stop after this many epochs without a better validation score."""
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+    """Freeze the lowest N encoder layers: less forgetting, cheaper steps."""
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    distill_weight: float = 1.0
+    """Weight of the distillation term when ``fit`` gets a teacher."""
+    distill_temperature: float = 2.0
+    ewc_lambda: float = 100.0
+    """Weight of the EWC penalty when ``fit`` gets an ``OnlineEWC``."""
+    device: str = "auto"
+    """"auto" = CUDA when available, else CPU."""
+    max_seconds: float | None = None
+    """Wall-clock budget; training stops (and keeps the best weights) when it is spent."""
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "max_length": self.max_length}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.lr_encoder < 0 or self.lr_head <= 0:
+            raise ValueError("learning rates must be positive (lr_encoder may be 0)")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.patience < 1 or self.freeze_layers < 0 or self.distill_temperature <= 0:
+            raise ValueError("need patience >= 1, freeze_layers >= 0 and distill_temperature > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_score: float | None
+    val_heads: dict[str, float]
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_score: float
+    """Best validation macro-F1 (mean over heads); NaN when ``val`` was empty."""
+    epochs_run: int
+    history: list[EpochRecord]
+    seconds: float
+    examples_seen: int
+    stopped_early: bool
+    stop_reason: str = "completed"
+    """"completed", "patience", "time_budget" or "should_stop"."""
+    best_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def label_indices(labels: Sequence[str | None], known: Sequence[str], head: str) -> Tensor:
+    """Label names -> class indices, ``None`` -> ``IGNORE_INDEX``; an unknown name is an error.
+
+    >>> label_indices(["b", None, "a"], ["a", "b"], "topic").tolist()
+    [1, -100, 0]
+    """
+    index = {name: i for i, name in enumerate(known)}
+    unknown = sorted({str(x) for x in labels if x is not None and x not in index})
+    if unknown:
+        raise ValueError(f"{head} labels {unknown} are not in the model's {head} set {list(known)}")
+    return torch.tensor([IGNORE_INDEX if x is None else index[x] for x in labels], dtype=torch.long)
+
+
+def fit(
+    model: MultiTaskClassifier,
+    tokenizer: Tokenizer,
+    train: Sequence[Example],
+    val: Sequence[Example],
+    cfg: TrainConfig,
+    *,
+    teacher: MultiTaskClassifier | None = None,
+    ewc: OnlineEWC | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> FitResult:
+    """Train ``model`` in place on ``train``; early-stop on ``val``; restore the best weights."""
+    started = time.perf_counter()
+    if not train:
+        raise ValueError("fit needs at least one training example")
+    if teacher is not None and (teacher.topics, teacher.sentiments) != (model.topics, model.sentiments):
+        raise ValueError("the teacher's label sets differ from the student's; distillation needs the same heads")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # dropout masks
+    order_rng = random.Random(cfg.seed)  # batch order
+    model.to(device)
+    if cfg.freeze_embeddings or cfg.freeze_layers:
+        freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+    if teacher is not None:
+        teacher.to(device).eval()
+
+    ids = encode(tokenizer, [e.text for e in train], cfg.max_length)
+    lengths = [len(row) for row in ids]
+    topic_y = label_indices([e.topic for e in train], model.topics, "topic")
+    sentiment_y = label_indices([e.sentiment for e in train], model.sentiments, "sentiment")
+    pad_id = tokenizer.pad_token_id or 0
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr_head)
+    total_steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _linear(step, warmup, total_steps))
+
+    best_score, best_epoch, best_state = -math.inf, None, None
+    history: list[EpochRecord] = []
+    examples_seen, bad_epochs, stop_reason = 0, 0, "completed"
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        loss_sum, steps = 0.0, 0
+        batches = bucketed_batches(lengths, cfg.batch_size, order_rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for indices in bar:
+            if should_stop is not None and should_stop():
+                stop_reason = "should_stop"
+                break
+            if cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds:
+                stop_reason = "time_budget"
+                break
+            batch = collate(ids, indices, pad_id).to(device)
+            rows = torch.tensor(indices)
+            topic_logits, sentiment_logits = model(batch.input_ids, batch.attention_mask)
+            loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
+                sentiment_logits, sentiment_y[rows].to(device)
+            )
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_topic, teacher_sentiment = teacher(batch.input_ids, batch.attention_mask)
+                distill = distillation_loss(topic_logits, teacher_topic, cfg.distill_temperature)
+                distill = distill + distillation_loss(sentiment_logits, teacher_sentiment, cfg.distill_temperature)
+                loss = loss + cfg.distill_weight * distill
+            if ewc is not None:
+                loss = loss + cfg.ewc_lambda * ewc.penalty(model)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1}")
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item()
+            steps += 1
+            examples_seen += len(indices)
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
+        bar.close()
+
+        val_score, val_heads = None, {}
+        if val and steps and stop_reason != "should_stop":
+            report = evaluate(model, val, tokenizer, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
+            val_heads = {name: head.macro_f1 for name, head in report.heads.items()}
+            val_score = report.macro_f1 if val_heads else None
+        history.append(
+            EpochRecord(
+                epoch=epoch,
+                train_loss=loss_sum / max(steps, 1),
+                val_score=val_score,
+                val_heads=val_heads,
+                steps=steps,
+                seconds=time.perf_counter() - epoch_started,
+            )
+        )
+        if progress:
+            tqdm.write(f"epoch {epoch}: train loss {history[-1].train_loss:.4f}, val macro-F1 {val_score}")
+        if val_score is not None and val_score > best_score:
+            best_score, best_epoch, bad_epochs = val_score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif val_score is not None:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience and stop_reason == "completed" and epoch < cfg.epochs:
+                stop_reason = "patience"
+        if stop_reason != "completed":
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        best_score=best_score if best_epoch is not None else math.nan,
+        epochs_run=len(history),
+        history=history,
+        seconds=time.perf_counter() - started,
+        examples_seen=examples_seen,
+        stopped_early=stop_reason != "completed",
+        stop_reason=stop_reason,
+        best_epoch=best_epoch,
+    )
+
+
+def _param_groups(model: MultiTaskClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Encoder and heads at their own learning rates; no weight decay on biases and norms."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            key = (name.startswith("encoder."), parameter.ndim >= 2)
+            groups.setdefault(key, []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": cfg.lr_encoder if is_encoder else cfg.lr_head,
+            "weight_decay": cfg.weight_decay if decays else 0.0,
+        }
+        for (is_encoder, decays), params in sorted(groups.items())
+    ]
+
+
+def _linear(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then linear decay to 0 at ``total``.
+
+    >>> [round(_linear(s, 2, 10), 3) for s in (0, 1, 2, 6, 10)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+    """
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))

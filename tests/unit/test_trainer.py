@@ -1,0 +1,201 @@
+"""The training loop and its loss terms, on the tiny random backbone."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from monitor.learn import (
+    IGNORE_INDEX,
+    OnlineEWC,
+    TrainConfig,
+    TrainingDiverged,
+    distillation_loss,
+    evaluate,
+    fit,
+    masked_cross_entropy,
+)
+from monitor.model import MultiTaskClassifier
+from monitor.records import Example
+
+TOPICS = ("Earnings", "Energy | Oil", "Macro")
+FAST = TrainConfig(epochs=3, batch_size=4, lr_encoder=1e-3, lr_head=1e-2, max_length=16, device="cpu")
+
+
+def _data() -> list[Example]:
+    """Separable toy data with partial labels: some topic-only, some sentiment-only, some both."""
+    rows = [
+        ("apple earnings beat , profit rises", "Earnings", "positive"),
+        ("tesla earnings miss , profit falls", "Earnings", "negative"),
+        ("revenue growth strong this quarter", "Earnings", None),
+        ("oil prices surge", "Energy | Oil", "positive"),
+        ("oil prices plunge", "Energy | Oil", "negative"),
+        ("gas energy supply", "Energy | Oil", None),
+        ("fed raises interest rates", "Macro", None),
+        ("inflation and unemployment data", "Macro", "neutral"),
+        ("economy gdp growth strong", "Macro", "positive"),
+        ("stocks jump on good news", None, "positive"),
+        ("shares drop on bad news", None, "negative"),
+        ("market hold , no change", None, "neutral"),
+    ]
+    return [Example(text, topic=t, sentiment=s) for text, t, s in rows]
+
+
+def _model(tiny_backbone: Path, seed: int = 0) -> MultiTaskClassifier:
+    torch.manual_seed(seed)
+    return MultiTaskClassifier.from_backbone(tiny_backbone, topics=TOPICS)
+
+
+@pytest.fixture
+def tokenizer(tiny_backbone: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(str(tiny_backbone))
+
+
+def test_masked_loss_head_without_labels_contributes_zero(
+    tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    model = _model(tiny_backbone)
+    batch = tokenizer(["oil prices fall", "fed raises rates"], padding=True, return_tensors="pt")
+    topic_logits, sentiment_logits = model(batch["input_ids"], batch["attention_mask"])
+    no_sentiment = torch.full((2,), IGNORE_INDEX)
+    sentiment_loss = masked_cross_entropy(sentiment_logits, no_sentiment)
+    assert sentiment_loss.item() == 0.0 and not math.isnan(sentiment_loss.item())
+    (masked_cross_entropy(topic_logits, torch.tensor([1, IGNORE_INDEX])) + sentiment_loss).backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.sentiment_head.parameters())
+    assert model.topic_head.weight.grad is not None and model.topic_head.weight.grad.any()
+
+
+def test_masked_loss_ignores_unlabelled_rows() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 5.0]])
+    only_first = masked_cross_entropy(logits, torch.tensor([0, IGNORE_INDEX]))
+    assert only_first.item() == pytest.approx(torch.nn.functional.cross_entropy(logits[:1], torch.tensor([0])).item())
+
+
+def test_distillation_is_zero_when_student_equals_teacher(
+    tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    student = _model(tiny_backbone).eval()
+    teacher = copy.deepcopy(student)
+    batch = tokenizer(["oil prices fall", "fed"], padding=True, return_tensors="pt")
+    for s, t in zip(student(**batch), teacher(**batch), strict=True):
+        assert distillation_loss(s, t, temperature=2.0).item() == pytest.approx(0.0, abs=1e-7)
+        assert distillation_loss(s, t + torch.randn_like(t), temperature=2.0).item() > 0
+
+
+def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(
+    tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    model = _model(tiny_backbone)
+    ewc = OnlineEWC(tokenizer, gamma=0.5, max_length=16, batch_size=4)
+    assert ewc.penalty(model).item() == 0.0  # nothing consolidated yet
+    ewc.consolidate(model, _data())
+    assert ewc.penalty(model).item() == 0.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    once = ewc.penalty(model).item()
+    assert once > 0
+    # Online update: F <- gamma * F + F_new. Same weights, data and seed give the same F_new, so 1.5x.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sub_(0.01)
+    ewc.consolidate(model, _data())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    assert ewc.penalty(model).item() == pytest.approx(1.5 * once, rel=1e-4)
+    assert ewc.consolidations == 2
+
+
+def test_fit_learns_partial_labels_and_restores_best(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    model = _model(tiny_backbone)
+    data = _data()
+    cfg = TrainConfig(**{**FAST.to_dict(), "epochs": 12, "patience": 12})
+    result = fit(model, tokenizer, data, data, cfg, progress=False)
+    assert result.epochs_run == 12 and result.examples_seen == 12 * len(data)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    scores = [r.val_score for r in result.history]
+    assert result.best_score == max(s for s in scores if s is not None) > 0.9
+    # The weights left in the model are the best epoch's, not the last one's.
+    assert evaluate(model, data, tokenizer, max_length=16).macro_f1 == pytest.approx(result.best_score)
+    assert set(result.history[0].val_heads) == {"topic", "sentiment"}
+
+
+def test_fit_is_reproducible_for_a_seed(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        model = _model(tiny_backbone)
+        cfg = TrainConfig(**{**FAST.to_dict(), "seed": seed, "epochs": 2})
+        fit(model, tokenizer, _data(), [], cfg, progress=False)
+        return model.state_dict()
+
+    first, second, other = run(1), run(1), run(2)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_fit_raises_on_nan_loss(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    model = _model(tiny_backbone)
+    with torch.no_grad():
+        model.sentiment_head.weight[0, 0] = math.nan
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
+        fit(model, tokenizer, _data(), [], FAST, progress=False)
+
+
+def test_fit_stops_on_budget_and_on_request(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    budget = TrainConfig(**{**FAST.to_dict(), "max_seconds": 0.0})
+    result = fit(_model(tiny_backbone), tokenizer, _data(), _data(), budget, progress=False)
+    assert (result.stop_reason, result.examples_seen, math.isnan(result.best_score)) == ("time_budget", 0, True)
+    calls = iter([False, False, True])
+    result = fit(
+        _model(tiny_backbone),
+        tokenizer,
+        _data(),
+        _data(),
+        FAST,
+        progress=False,
+        should_stop=lambda: next(calls),
+    )
+    assert result.stopped_early and result.stop_reason == "should_stop" and result.examples_seen == 8
+
+
+def test_fit_with_teacher_or_ewc_forgets_less(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Training on topic labels only: LwF keeps the outputs, EWC the Fisher-weighted weights, closer."""
+    batch = tokenizer([e.text for e in _data()], padding=True, return_tensors="pt")
+
+    def run(teacher: bool, ewc_lambda: float) -> tuple[float, float]:
+        model = _model(tiny_backbone)
+        start = copy.deepcopy(model).eval()
+        ewc = OnlineEWC(tokenizer, max_length=16)
+        ewc.consolidate(model, _data())
+        cfg = TrainConfig(**{**FAST.to_dict(), "ewc_lambda": ewc_lambda, "distill_weight": 50.0})
+        topic_only = [Example(e.text, topic=e.topic) for e in _data() if e.topic]
+        fit(
+            model,
+            tokenizer,
+            topic_only,
+            [],
+            cfg,
+            teacher=start if teacher else None,
+            ewc=ewc if ewc_lambda else None,
+            progress=False,
+        )
+        with torch.no_grad():
+            outputs = zip(model(**batch), start(**batch), strict=True)
+            kd = sum(distillation_loss(s, t, temperature=1.0).item() for s, t in outputs)
+        return kd, ewc.penalty(model).item()
+
+    free_kd, free_penalty = run(teacher=False, ewc_lambda=0.0)
+    assert run(teacher=True, ewc_lambda=0.0)[0] < free_kd / 2
+    assert run(teacher=False, ewc_lambda=1e4)[1] < free_penalty / 4
+
+
+def test_fit_rejects_unknown_labels_and_bad_config(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    with pytest.raises(ValueError, match="'Sports'"):
+        fit(_model(tiny_backbone), tokenizer, [Example("x", topic="Sports")], [], FAST, progress=False)
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        TrainConfig(warmup_ratio=1.5)
