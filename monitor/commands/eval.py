@@ -1,0 +1,98 @@
+"""``monitor eval``: score a checkpoint on labelled files (report tables or ``--json``).
+
+Per head (only heads with labels in the data): accuracy, precision/recall/F1/support per class,
+micro/macro/weighted averages and the confusion matrix (rows = true, columns = predicted).
+Exit codes: 0 ok, 2 unreadable data or model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from monitor.datasets import FORMATS, DataError, parse_data_arg, read_labelled
+from monitor.learn.evaluate import EvalReport, HeadReport, evaluate
+from monitor.model.checkpoint import CheckpointError, load_checkpoint
+from monitor.model.predictor import Predictor, resolve_device
+from monitor.records import Example
+
+__all__ = ["add_parser", "format_report"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``monitor eval``."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model checkpoint on labelled data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="FILE[:FORMAT]",
+        help=f"labelled file, repeatable; FORMAT is one of {', '.join(FORMATS)} (default: from the name)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: %(default)s)")
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="truncation length (default: the one it was trained with)"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_checkpoint(args.model, device=str(resolve_device(args.device)))
+        examples: list[Example] = []
+        for value in args.data:
+            path, fmt = parse_data_arg(value)
+            examples.extend(read_labelled(path, fmt, topics=loaded.meta.topics))
+    except (CheckpointError, DataError, OSError) as exc:
+        print(f"monitor eval: {exc}", file=sys.stderr)
+        return 2
+    max_length = args.max_length or int(loaded.meta.train_config.get("max_length", 128))
+    predictor = Predictor(
+        loaded.model, loaded.tokenizer, loaded.meta.version, max_length=max_length, batch_size=args.batch_size
+    )
+    report = evaluate(predictor, examples)
+    if args.json:
+        body = {"model": loaded.meta.version, "data": list(args.data), **report.to_dict()}
+        print(json.dumps(body, indent=2))
+    else:
+        print(f"model {loaded.meta.version} on {report.examples} labelled examples ({report.seconds:.1f} s)")
+        print(format_report(report))
+    return 0
+
+
+def format_report(report: EvalReport) -> str:
+    """Human-readable tables for every head in ``report``."""
+    if not report.heads:
+        return "no labelled examples"
+    return "\n\n".join(_format_head(head) for head in report.heads.values())
+
+
+def _format_head(head: HeadReport) -> str:
+    width = max(12, *(len(label) for label in head.labels))
+    lines = [
+        f"[{head.head}] accuracy {head.accuracy:.4f}  macro-F1 {head.macro_f1:.4f}  support {head.support}",
+        f"{'':>{width}}  precision  recall      f1  support",
+    ]
+    rows = [(label, head.per_class[label]) for label in head.labels]
+    rows += [(f"{name} avg", head.averages[name]) for name in ("micro", "macro", "weighted")]
+    for i, (label, s) in enumerate(rows):
+        if i == len(head.labels):
+            lines.append("")
+        lines.append(f"{label:>{width}}  {s.precision:9.4f}  {s.recall:6.4f}  {s.f1:6.4f}  {s.support:7d}")
+    # Confusion matrix: columns are numbered to keep the table narrow; the row names the label.
+    cell = max(4, len(str(max(max(row) for row in head.confusion))) + 1)
+    lines += ["", "confusion matrix (rows = true, columns = predicted):"]
+    lines.append(" " * (width + 5) + "".join(f"{j:>{cell}}" for j in range(len(head.labels))))
+    for j, (label, row) in enumerate(zip(head.labels, head.confusion, strict=True)):
+        lines.append(f"{label:>{width}} {j:>3} " + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
