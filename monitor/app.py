@@ -83,6 +83,7 @@ class Monitor:
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        injected = scorer
         if scorer is None:
             scorer, loaded = load_predictor(resolve_model_dir(config.model.path), config.model)
             self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)
@@ -91,7 +92,8 @@ class Monitor:
         self._topics: tuple[str, ...] = tuple(scorer.model.topics)
         self._sentiments: tuple[str, ...] = tuple(scorer.model.sentiments)
         self.slot = ModelSlot(scorer)
-        self.watcher = RegistryWatcher(config.model.path, scorer.version)
+        # An injected scorer (tests, replays) is never swapped; a configured registry is watched.
+        self.watcher = RegistryWatcher(config.model.path, scorer.version, enabled=injected is None)
         self.pipeline = Pipeline(
             self.slot,
             SentimentTrends(config.metrics.windows_seconds),

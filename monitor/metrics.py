@@ -45,7 +45,7 @@ class Metrics:
     """The monitor's instruments, registered on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        r = registry
+        self.registry = r = registry
         # --- stream -------------------------------------------------------------------------
         self.consumed = Counter("messages_consumed", "Messages read from an input topic.",
                                 ["topic"], namespace=NS, registry=r)

@@ -65,9 +65,9 @@ def load_predictor(directory: Path, config: ModelConfig) -> tuple[Predictor, Loa
 class RegistryWatcher:
     """Polls a registry's ``CURRENT``; ``changed()`` returns the new directory once per change."""
 
-    def __init__(self, path: Path | str, serving_version: str) -> None:
+    def __init__(self, path: Path | str, serving_version: str, enabled: bool = True) -> None:
         self.path = Path(path)
-        self.enabled = is_registry(self.path)
+        self.enabled = enabled and is_registry(self.path)
         self._seen = serving_version
 
     def changed(self) -> Path | None:
