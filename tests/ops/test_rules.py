@@ -105,10 +105,9 @@ def test_alerts_have_severity_annotations_and_a_runbook_paragraph() -> None:
         assert name.lower() in anchors, f"{name}: no heading '{name}' in docs/operations.md"
 
 
-def test_compose_config_differs_only_in_the_monitor_target() -> None:
+def test_compose_config_differs_only_in_how_monitor_targets_are_found() -> None:
     host, compose = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in CONFIGS)
-    targets = [job["static_configs"][0]["targets"] for job in (host["scrape_configs"][0],
-                                                                 compose["scrape_configs"][0])]
-    assert targets == [["localhost:9108"], ["monitor:9108"]]
-    host["scrape_configs"][0]["static_configs"] = compose["scrape_configs"][0]["static_configs"] = []
+    host_job, compose_job = host["scrape_configs"][0], compose["scrape_configs"][0]
+    assert host_job.pop("static_configs") == [{"targets": ["localhost:9108"]}]
+    assert compose_job.pop("dns_sd_configs")[0]["names"] == ["monitor"]  # the compose service
     assert host == compose
