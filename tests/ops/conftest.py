@@ -185,7 +185,7 @@ class Exporter:
     target: str
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def metrics_exporter() -> Callable[[], Exporter]:
     """``make() -> Exporter``: serve a fresh registry on a free loopback port (daemon thread)."""
 
@@ -209,16 +209,19 @@ _SUFFIXES = {
 
 
 @pytest.fixture(scope="session")
-def metric_names() -> frozenset[str]:
-    """Every sample name a ``Metrics`` registry can export, by family type.
+def metric_families() -> dict[str, frozenset[str]]:
+    """Every metric family of ``Metrics`` with the sample names it can export, by family type.
 
     A labelled family exports no sample before its first ``labels(...)`` call, so the names are
     derived from the family name and type rather than from the (partly empty) samples.
     """
     registry = CollectorRegistry()
     Metrics(registry)
-    names: set[str] = set()
-    for family in registry.collect():
-        names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
-        names.update(sample.name for sample in family.samples)
-    return frozenset(names)
+    return {family.name: frozenset(family.name + suffix for suffix in _SUFFIXES[family.type])
+            for family in registry.collect()}
+
+
+@pytest.fixture(scope="session")
+def metric_names(metric_families: dict[str, frozenset[str]]) -> frozenset[str]:
+    """Every sample name a ``Metrics`` registry can export (``_total``, ``_bucket``, ``_info``...)."""
+    return frozenset().union(*metric_families.values())
