@@ -79,7 +79,12 @@ def add_parser(subparsers: Any) -> None:
         p.add_argument(
             f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{help_text} (default: {default})"
         )
-    p.add_argument("--freeze-embeddings", action="store_true", help="freeze the embedding layer")
+    p.add_argument(
+        "--freeze-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=_DEFAULTS.freeze_embeddings,
+        help=f"freeze the embedding layer (default: {_DEFAULTS.freeze_embeddings})",
+    )
     p.set_defaults(func=run)
 
 

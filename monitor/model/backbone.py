@@ -34,7 +34,7 @@ _VOCAB_TEXT = """
     court lawsuit regulator regulation sec fine probe election president government policy tax taxes
     economy economic gdp jobs unemployment china us uk europe week month today million billion
     percent eur usd mn m pct net operating increased decreased compared period same last first
-    second third fourth
+    second third fourth url
 """
 #: Words of the tiny test vocabulary: enough finance wording that test sentences are not all [UNK].
 TINY_VOCAB_WORDS: tuple[str, ...] = tuple(_VOCAB_TEXT.split())

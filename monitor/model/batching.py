@@ -4,11 +4,17 @@ Padding is wasted compute (a 20-token tweet padded to 64 costs three times as mu
 the predictor and the trainer build batches from length-sorted token lists. The predictor
 sorts everything (order is restored afterwards); the trainer sorts within shuffled buckets so
 batches still vary from epoch to epoch.
+
+Before tokenizing, every URL is replaced by the word ``url`` (:func:`normalize`): news tweets end
+in ``https://t.co/<hash>`` links that carry no signal but cost 15-20 WordPiece tokens each (the
+Twitter topic set averages 44 tokens with links, 28 without). Training and inference both go
+through :func:`encode`, so the model never sees the difference.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +22,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Tokenizer", "bucketed_batches", "collate", "encode", "sorted_batches"]
+__all__ = ["Batch", "Tokenizer", "bucketed_batches", "collate", "encode", "normalize", "sorted_batches"]
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
 
 
 class Tokenizer(Protocol):
@@ -49,11 +57,20 @@ class Batch:
         return Batch(self.indices, self.input_ids.to(device), self.attention_mask.to(device))
 
 
+def normalize(text: str) -> str:
+    """Replace URLs by the word ``url``.
+
+    >>> normalize("Fed hikes https://t.co/QPN8Gwl7Uh and www.x.com/a")
+    'Fed hikes url and url'
+    """
+    return _URL.sub("url", text)
+
+
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text with special tokens, truncated to ``max_length``; no padding yet."""
+    """Token ids per :func:`normalize`-d text with special tokens, truncated to ``max_length``."""
     if not texts:
         return []
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
+    encoded = tokenizer([normalize(t) for t in texts], truncation=True, max_length=max_length, add_special_tokens=True)
     return [list(ids) for ids in encoded["input_ids"]]
 
 

@@ -87,6 +87,16 @@ def test_predictor_preserves_order_and_matches_unbatched(tiny_backbone: Path) ->
     assert predictor.predict(TEXTS[::-1]) == batched[::-1]
 
 
+def test_urls_are_replaced_before_tokenizing(tiny_backbone: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    predictor = Predictor(_model(tiny_backbone), tokenizer, "v", device="cpu")
+    with_link = predictor.logits(["oil prices fall https://t.co/QPN8Gwl7Uh"])
+    stats = predictor.last_stats
+    plain = predictor.logits(["oil prices fall url"])
+    assert torch.equal(with_link[0], plain[0]) and torch.equal(with_link[1], plain[1])
+    assert stats.tokens == predictor.last_stats.tokens == 6  # [CLS] oil prices fall url [SEP]
+
+
 def test_predictor_truncates_and_handles_empty(tiny_backbone: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
     predictor = Predictor(_model(tiny_backbone), tokenizer, "v", device="cpu", max_length=4)
