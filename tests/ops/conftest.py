@@ -4,8 +4,13 @@
 port, with the project's own scrape config (deploy/prometheus/prometheus.yml) and rules, the
 ``monitor`` job's targets replaced by ``targets`` and a 1 s scrape/evaluation interval; it waits
 for ``/-/ready`` and stops every server it started at the end of the session. ``promql(url)``
-gives a small client of the HTTP API. ``metrics_exporter()`` serves a fresh
-``monitor.metrics.Metrics`` registry over HTTP through ``monitor.metrics.serve``.
+gives a small client of the HTTP API (instant queries, waiting for a value). ``metrics_exporter()``
+serves a fresh ``monitor.metrics.Metrics`` registry over HTTP through ``monitor.metrics.serve``.
+``metric_families`` / ``metric_names`` are the sample names ``Metrics`` can export, for
+cross-checking the names used in rules and dashboard queries.
+
+To point Prometheus at a running daemon instead: ``url = prometheus_server(["127.0.0.1:9108"])``,
+then ``promql(url).wait_for_value("monitor_messages_published_total", n)``.
 
 Without the ``prometheus`` binary (``scripts/install-prometheus.sh`` installs it) the tests
 that need it are skipped with that reason.
