@@ -109,6 +109,7 @@ class Monitor:
         self._totals = _Totals()
         self._last_summary = time.monotonic()
         self._last_lag = 0.0
+        self._lag_series: set[tuple[str, str]] = set()
         self._signals = 0
 
     # --- control ---------------------------------------------------------------------------------
@@ -259,8 +260,12 @@ class Monitor:
         now = time.monotonic()
         if now - self._last_lag >= 5.0:
             self._last_lag = now
-            for (topic, partition), lag in self.source.lag().items():
-                self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+            lags = {(topic, str(partition)): lag for (topic, partition), lag in self.source.lag().items()}
+            for topic, partition in self._lag_series - set(lags):  # revoked in a rebalance: stop exporting
+                self.metrics.consumer_lag.remove(topic, partition)
+            for (topic, partition), lag in lags.items():
+                self.metrics.consumer_lag.labels(topic=topic, partition=partition).set(lag)
+            self._lag_series = set(lags)
         interval = self.config.logging.summary_interval_s
         if now - self._last_summary < interval:
             return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-__all__ = ["DEAD_LETTER_REASONS", "STAGES", "Metrics", "serve"]
+__all__ = ["DEAD_LETTER_REASONS", "LABEL_OUTCOMES", "STAGES", "TRAINING_OUTCOMES", "Metrics", "serve"]
 
 NS = "monitor"
 
@@ -32,6 +32,12 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
     "oversize",
     "bad_label",
 )
+
+#: Outcomes of a training run (``outcome`` label of monitor_training_runs_total).
+TRAINING_OUTCOMES: tuple[str, ...] = ("promoted", "rejected", "failed")
+
+#: What happened to a received label (``outcome`` label of monitor_labels_received_total).
+LABEL_OUTCOMES: tuple[str, ...] = ("joined", "unknown", "late", "inline")
 
 #: Pipeline stages timed per batch (``stage`` label).
 STAGES: tuple[str, ...] = ("decode", "tokenize", "infer", "publish", "commit")
@@ -112,6 +118,13 @@ class Metrics:
                                 namespace=NS, registry=r)
         self.last_promotion = Gauge("last_promotion_timestamp_seconds", "Unix time of the last promotion.",
                                     namespace=NS, registry=r)
+        # Counters with fixed label sets start at 0, so increase() sees their first event.
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(reason=reason)
+        for outcome in TRAINING_OUTCOMES:
+            self.training_runs.labels(outcome=outcome)
+        for outcome in LABEL_OUTCOMES:
+            self.labels_joined.labels(outcome=outcome)
 
 
 def serve(host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:

@@ -50,8 +50,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_secrets_are_redacted() -> None:
-    cfg = load_config(None, env={"MONITOR__KAFKA__SASL_PLAIN_PASSWORD": "hunter2",
-                                 "MONITOR__KAFKA__SECURITY_PROTOCOL": "SASL_SSL"})
+    cfg = load_config(
+        None, env={"MONITOR__KAFKA__SASL_PLAIN_PASSWORD": "hunter2", "MONITOR__KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}
+    )
     assert cfg.kafka.client_options()["sasl_plain_password"] == "hunter2"
     assert "hunter2" not in repr(cfg.redacted())
 
@@ -60,3 +61,20 @@ def test_every_key_is_documented() -> None:
     rows = describe_keys()
     assert len(rows) > 40
     assert all(doc for _, _, doc in rows), [key for key, _, doc in rows if not doc]
+
+
+def test_readme_documents_every_key_and_metric() -> None:
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import Metrics
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [key for key, _, _ in describe_keys() if f"`{key}`" not in readme]
+    assert not missing, f"README lacks config keys: {missing}"
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names = {fam.name + ("_total" if fam.type == "counter" else "_info" if fam.type == "info" else "")
+             for fam in registry.collect()}
+    assert not [n for n in names if f"`{n}`" not in readme], "README lacks metrics"
