@@ -1,0 +1,62 @@
+"""When to retrain: a pure decision from the learner's counters and the clock.
+
+A run starts only if all of these hold, checked in this order (the first that fails is the
+reason reported):
+
+1. no run is in progress (at most one at a time);
+2. the cool-down since the end of the last run has passed;
+3. at least ``min_new_labels`` new labelled examples arrived since the last run started;
+4. a harmful drift was detected since the last run started, or ``retrain_every_labels`` > 0
+   and that many new labels arrived (periodic refresh without drift).
+
+    >>> s = PolicySettings(min_new_labels=50, cooldown_s=600)
+    >>> decide(s, now=1000.0, drift="sentiment_error", new_labels=80, running=False, last_end=None)
+    Decision(start=True, reason='drift on sentiment_error')
+    >>> decide(s, now=1000.0, drift="sentiment_error", new_labels=80, running=False, last_end=700.0).reason
+    'cool-down: 300 s left'
+    >>> decide(s, now=1000.0, drift=None, new_labels=80, running=False, last_end=None).reason
+    'no drift'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.learn.settings import PolicySettings
+
+__all__ = ["Decision", "decide"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    start: bool
+    reason: str
+    """Why a run starts ("drift on <signal>", "periodic") or what it waits for."""
+
+
+def decide(
+    settings: PolicySettings,
+    *,
+    now: float,
+    drift: str | None,
+    new_labels: int,
+    running: bool,
+    last_end: float | None,
+) -> Decision:
+    """Whether to start a training run now.
+
+    ``drift``: the signal of the first harmful drift since the last run started (None if none);
+    ``new_labels``: labelled examples added since then; ``last_end``: clock time the last run
+    ended (None if there was none); ``now`` on the same clock.
+    """
+    if running:
+        return Decision(False, "a run is in progress")
+    if last_end is not None and now - last_end < settings.cooldown_s:
+        return Decision(False, f"cool-down: {settings.cooldown_s - (now - last_end):.0f} s left")
+    if new_labels < settings.min_new_labels:
+        return Decision(False, f"waiting for labels: {new_labels}/{settings.min_new_labels}")
+    if drift is not None:
+        return Decision(True, f"drift on {drift}")
+    if settings.retrain_every_labels and new_labels >= settings.retrain_every_labels:
+        return Decision(True, "periodic")
+    return Decision(False, "no drift")
