@@ -4,7 +4,7 @@ Everything here is synthetic, written for this project (no third-party text). Ru
 
     python sample_data/generate.py   # writes sample_data/feed.jsonl and sample_data/train.jsonl
 
-The feed spans two trading days of event time. Each line is an input message (see the
+The feed spans two days of event time. Each line is an input message (see the
 README, "Message formats"); about 60 % also carry ``topic`` and ``sentiment`` labels and a
 ``label_delay_s`` (how long after publication the label becomes known). ``train.jsonl`` holds a
 separate labelled set drawn from regime A only (other seed, ids ``t-*``): the demo's initial
@@ -211,6 +211,19 @@ def generate(n: int, seed: int, start: datetime) -> list[dict[str, object]]:
             row["topic"], row["sentiment"] = topic, sentiment
             row["label_delay_s"] = rng.choice([60, 300, 900])
         rows.append(row)
+    # The surge: an hour of extra Energy news, mostly negative (a refinery fire, a pipeline leak ...).
+    for k in range(n // 40):
+        at = surge_from + timedelta(seconds=rng.uniform(0, 3600))
+        name, ticker, _ = rng.choice(COMPANIES[:2])
+        sentiment = "negative" if rng.random() < 0.85 else "neutral"
+        text = rng.choice(TEMPLATES_A["Energy | Oil"][sentiment]).format(c=name, t=ticker, n=rng.choice(NUMBERS))
+        row = {"id": f"n-s{k:04d}", "text": text, "source": rng.choice(SOURCES_NEWS),
+               "published_at": at.isoformat(timespec="seconds").replace("+00:00", "Z"), "tickers": [ticker],
+               "lang": "en", "kind": "news", "regime": "B"}
+        if rng.random() < 0.6:
+            row.update(topic="Energy | Oil", sentiment=sentiment, label_delay_s=rng.choice([60, 300, 900]))
+        rows.append(row)
+    rows.sort(key=lambda r: (str(r["published_at"]), str(r["id"])))
     return rows
 
 
