@@ -49,3 +49,11 @@ def kafka_topic_factory(kafka_broker: KafkaHandle) -> Callable[..., str]:
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_registry_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model registry serving a tiny random BERT (real tokenizer, real checkpoint); for daemon tests."""
+    from kafka_io import build_tiny_registry
+
+    return build_tiny_registry(tmp_path_factory.mktemp("models"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kafka_io import consume, item, produce
+from kafka_io import KeywordScorer, consume, item, produce
 from prometheus_client import CollectorRegistry
 
 from monitor.app import Monitor
@@ -144,30 +144,6 @@ def test_poison_messages_go_to_the_dead_letter_topic_while_good_ones_flow(
         assert headers["dlq.topic"] == topics["news"]
         assert int(headers["dlq.offset"]) >= 0 and headers["dlq.detail"]
         assert metrics.dead_lettered.labels(reason=reason)._value.get() == 1
-
-
-class KeywordScorer:
-    """A deterministic stand-in for the model: 'plunge' -> negative, else neutral (isolates alerting)."""
-
-    version = "rules-1"
-
-    class _Model:
-        topics = ("Energy | Oil", "Macro")
-        sentiments = ("negative", "neutral", "positive")
-
-    model = _Model()
-
-    def predict(self, texts: Sequence[str]) -> list[object]:
-        from monitor.model.predictor import Scored
-
-        out = []
-        for t in texts:
-            neg = "plunge" in t
-            out.append(Scored("Energy | Oil", {"Energy | Oil": 0.9, "Macro": 0.1},
-                              "negative" if neg else "neutral",
-                              {"negative": 0.9 if neg else 0.05, "neutral": 0.05 if neg else 0.9, "positive": 0.05},
-                              0.9))
-        return out
 
 
 def test_scripted_negative_surge_raises_exactly_one_alert_and_it_clears(

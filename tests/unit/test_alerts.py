@@ -5,8 +5,17 @@ from __future__ import annotations
 from monitor.alerts import SurgeDetector
 from monitor.config import AlertConfig
 
-CFG = AlertConfig(window_seconds=600, baseline_seconds=3600, min_count=10, ratio=2.0, min_delta=0.15,
-                  clear_ratio=1.3, cooldown_seconds=600, default_baseline=0.2, min_baseline_count=20)
+CFG = AlertConfig(
+    window_seconds=600,
+    baseline_seconds=3600,
+    min_count=10,
+    ratio=2.0,
+    min_delta=0.15,
+    clear_ratio=1.3,
+    cooldown_seconds=600,
+    default_baseline=0.2,
+    min_baseline_count=20,
+)
 
 
 def feed(det: SurgeDetector, start: float, seconds: int, every: float, negative_every: int, key: str = "Energy"):

@@ -17,9 +17,15 @@ def _save(tiny_backbone: Path, registry: ModelRegistry, version: str, parent: st
 
     model = MultiTaskClassifier.from_backbone(tiny_backbone, ("A", "B"), ("negative", "neutral", "positive"))
     tok = AutoTokenizer.from_pretrained(str(tiny_backbone))
-    meta = CheckpointMeta(version=version, parent=parent, backbone=str(tiny_backbone), topics=("A", "B"),
-                          sentiments=("negative", "neutral", "positive"), data_fingerprint="x",
-                          created_at=f"2026-01-0{len(registry.versions()) + 1}T00:00:00+00:00")
+    meta = CheckpointMeta(
+        version=version,
+        parent=parent,
+        backbone=str(tiny_backbone),
+        topics=("A", "B"),
+        sentiments=("negative", "neutral", "positive"),
+        data_fingerprint="x",
+        created_at=f"2026-01-0{len(registry.versions()) + 1}T00:00:00+00:00",
+    )
     save_checkpoint(model, tok, meta, registry.path(version))
 
 
@@ -36,7 +42,9 @@ def test_promote_rollback_and_watch(tmp_path: Path, tiny_backbone: Path) -> None
     assert watcher.changed() == registry.path("v2")
     assert watcher.changed() is None
     assert [(v.meta.version, v.meta.parent, v.serving) for v in registry.versions()] == [
-        ("v1", None, False), ("v2", "v1", True)]
+        ("v1", None, False),
+        ("v2", "v1", True),
+    ]
     registry.set_current("v1", "rollback")
     assert resolve_model_dir(registry.root) == registry.path("v1")
     assert load_checkpoint(resolve_model_dir(registry.root)).meta.version == "v1"
