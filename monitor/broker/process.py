@@ -1,172 +1,41 @@
-"""A real single-node Apache Kafka broker (KRaft, combined broker + controller) run locally.
-
-The broker is plain Apache Kafka from Maven Central: ``deploy/kafka/pom.xml`` pins
-``kafka_2.13`` and the log4j SLF4J binding, :func:`ensure_jars` resolves them once into a jar
-cache, and :class:`Broker` formats a KRaft data dir and runs ``java ... kafka.Kafka``. No
-Docker, no download site, no ZooKeeper; Java 17+ and (for the first resolve) Maven.
-
-Data dir layout (one broker per data dir)::
-
-    <data_dir>/server.properties   written on every start
-    <data_dir>/kraft/              log.dirs (topics, offsets, the KRaft metadata log)
-    <data_dir>/broker.log          the broker's own stdout/stderr (appended)
-    <data_dir>/format.log          output of the last StorageTool format
-    <data_dir>/broker.json         state file: pid, ports, cluster id, start time, while it runs
-
-Choices worth knowing:
-
-* Loopback only, ports chosen up front (``0`` = a free port) so parallel runs do not collide;
-  a taken port is reported before Java starts.
-* ``auto.create.topics.enable=false``: a typo in a topic name fails loudly instead of silently
-  creating a new topic; the monitor creates its topics with :func:`create_topics`.
-* An existing formatted data dir is reused (topics and committed offsets survive a restart);
-  a fresh one is formatted with a cluster id generated in Python.
-* Test-friendly defaults: replication 1 everywhere, ``group.initial.rebalance.delay.ms=0``,
-  one partition for the internal topics and a 2 MiB cleaner buffer (the 128 MiB default sits on heap).
-"""
+"""The broker process: KRaft properties, format, start, state file, stop."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
+from monitor.broker.admin import find_free_port, is_serving, port_in_use
+from monitor.broker.errors import LOG_TAIL_LINES as _LOG_TAIL_LINES
+from monitor.broker.errors import BrokerError, _now, _tail
+from monitor.broker.jars import KAFKA_DEPLOY_DIR, ensure_jars
 
 __all__ = [
+    "LOG_FILE",
+    "STATE_FILE",
     "Broker",
     "BrokerConfig",
-    "BrokerError",
     "BrokerState",
-    "create_topics",
-    "default_lib_dir",
-    "ensure_jars",
-    "find_free_port",
-    "is_serving",
-    "port_in_use",
+    "new_cluster_id",
     "read_state",
     "server_properties",
     "stop_broker",
 ]
 
-#: ``deploy/kafka`` of the repo checkout (holds pom.xml, log4j2.properties and the default jar cache).
-KAFKA_DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
-MARKER = ".complete.json"
 STATE_FILE = "broker.json"
 LOG_FILE = "broker.log"
-_TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
-_LOG_TAIL_LINES = 30
-
-
-class BrokerError(RuntimeError):
-    """The broker could not be fetched, started or reached; the message says why (with its log tail)."""
-
-
-# --- jars -----------------------------------------------------------------------------------------
-
-
-def default_lib_dir() -> Path:
-    """The jar cache: ``$MONITOR_KAFKA_LIB``, else ``deploy/kafka/lib`` in the repo checkout,
-    else ``~/.cache/monitor/kafka-lib``."""
-    env = os.environ.get("MONITOR_KAFKA_LIB")
-    if env:
-        return Path(env).expanduser().resolve()
-    if (KAFKA_DEPLOY_DIR / "pom.xml").is_file():
-        return KAFKA_DEPLOY_DIR / "lib"
-    return Path.home() / ".cache" / "monitor" / "kafka-lib"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cache_complete(lib: Path, pom: Path | None) -> bool:
-    """True when ``lib`` holds a finished copy (marker present) made from this pom (same hash)."""
-    try:
-        marker = json.loads((lib / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return pom is None or not pom.is_file() or marker.get("pom_sha256") == _sha256(pom)
-
-
-def ensure_jars(lib_dir: Path | None = None, pom: Path | None = None, *, mvn: str = "mvn") -> Path:
-    """Return a jar dir holding the complete broker runtime, resolving it with Maven if needed.
-
-    The cache counts as complete only when its marker file exists and records the hash of
-    ``pom``: Maven copies into a temporary sibling dir, the marker is written last and the
-    dir is renamed into place, so an interrupted copy is redone rather than half-used. A
-    file lock serialises concurrent callers (parallel test sessions).
-    """
-    lib = (lib_dir or default_lib_dir()).resolve()
-    pom = (pom or KAFKA_DEPLOY_DIR / "pom.xml").resolve()
-    if _cache_complete(lib, pom):
-        return lib
-    if not pom.is_file():
-        raise BrokerError(f"no complete Kafka jar cache in {lib} and no pom to resolve it from ({pom})")
-    mvn_path = shutil.which(mvn)
-    if mvn_path is None:
-        raise BrokerError(f"`{mvn}` not found on PATH: Maven is needed once to resolve the Kafka jars "
-                          f"from {pom} (e.g. apt-get install maven), or set MONITOR_KAFKA_LIB")
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with open(lib.parent / f".{lib.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _cache_complete(lib, pom):  # another process finished while we waited
-            return lib
-        tmp = Path(tempfile.mkdtemp(prefix=f".{lib.name}.", dir=lib.parent))
-        try:
-            cmd = [mvn_path, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-                   "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            jars = sorted(p.name for p in tmp.glob("*.jar"))
-            if proc.returncode != 0 or not jars:
-                out = _tail((proc.stdout + proc.stderr).splitlines())
-                raise BrokerError(f"Maven could not resolve the Kafka jars (exit {proc.returncode}):\n{out}")
-            (tmp / MARKER).write_text(json.dumps(
-                {"pom_sha256": _sha256(pom), "jars": len(jars), "completed_at": _now()}, indent=1))
-            tmp.chmod(0o755)  # mkdtemp makes it private
-            shutil.rmtree(lib, ignore_errors=True)
-            tmp.rename(lib)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return lib
-
-
-# --- ports, properties, state ---------------------------------------------------------------------
-
-
-def find_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when something listens on ``host:port`` (a TIME_WAIT leftover does not count, as for Java)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-        return False
 
 
 @dataclass(frozen=True)
@@ -269,14 +138,6 @@ def read_state(data_dir: Path) -> BrokerState | None:
     return state if _pid_alive(state.pid) else None
 
 
-def _tail(lines: Iterable[str], n: int = _LOG_TAIL_LINES) -> str:
-    return "\n".join(list(lines)[-n:])
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _java() -> str:
     home = os.environ.get("JAVA_HOME")
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
@@ -305,23 +166,6 @@ def stop_broker(data_dir: Path, timeout_s: float = 30.0) -> BrokerState | None:
         _terminate(state.pid, timeout_s)
     (Path(data_dir) / STATE_FILE).unlink(missing_ok=True)
     return state
-
-
-# --- the broker process ---------------------------------------------------------------------------
-
-
-def is_serving(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when the broker at ``host:port`` answers an admin request (not merely listens)."""
-    host, _, port = bootstrap.rpartition(":")
-    try:  # connect first: a failed admin bootstrap leaks a kafka-python IO thread
-        socket.create_connection((host, int(port)), timeout=min(timeout_s, 1.0)).close()
-        with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="monitor-broker-probe",
-                              bootstrap_timeout_ms=int(timeout_s * 1000),
-                              request_timeout_ms=int(timeout_s * 1000)) as admin:
-            admin.describe_cluster()
-        return True
-    except (OSError, KafkaError):
-        return False
 
 
 class Broker:
@@ -530,34 +374,3 @@ def _write_json(path: Path, body: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body, indent=1) + "\n")
     tmp.replace(path)
-
-
-# --- topics ---------------------------------------------------------------------------------------
-
-
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, *,
-                  timeout_s: float = 30.0) -> list[str]:
-    """Create ``names`` (idempotent: existing topics are left as they are); return those created.
-
-    Waits until every topic has a leader, so producers and consumers can use it at once.
-    The replication factor is the broker's default (1 on the local broker).
-    """
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
-        return []
-    timeout_ms = int(timeout_s * 1000)
-    with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="monitor-admin",
-                          bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms) as admin:
-        response = admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": -1} for name in wanted},
-            timeout_ms=timeout_ms, raise_errors=False)
-        created, failed = [], []
-        for topic in response["topics"]:
-            if topic["error_code"] == 0:
-                created.append(topic["name"])
-            elif topic["error_code"] != _TOPIC_EXISTS:
-                failed.append(f"{topic['name']}: {topic.get('error_message') or topic['error_code']}")
-        if failed:
-            raise BrokerError("could not create topics: " + "; ".join(failed))
-        admin.wait_for_topics(wanted, timeout_ms=timeout_ms)
-    return created
