@@ -240,3 +240,19 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(kafka_broker, tiny_regist
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=30)
     assert ids == wanted  # duplicates allowed, losses not
+
+
+def test_daemon_creates_missing_topics_once(kafka_broker) -> None:
+    import uuid
+
+    from kafka import KafkaConsumer
+
+    from monitor.stream.admin import ensure_topics
+
+    config = load_config(None, env={"MONITOR__KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap})
+    names = [f"auto-{uuid.uuid4().hex[:8]}", f"auto-{uuid.uuid4().hex[:8]}"]
+    assert ensure_topics(config.kafka, names, partitions=3) == names
+    assert ensure_topics(config.kafka, names, partitions=3) == []  # idempotent: a second instance is fine
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
+    assert consumer.partitions_for_topic(names[0]) == {0, 1, 2}
+    consumer.close()
