@@ -13,7 +13,7 @@ import sys
 __all__ = ["main"]
 
 #: Subcommand modules under ``monitor.commands``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("broker", "run", "feed", "train", "eval", "model")
+COMMANDS: tuple[str, ...] = ("broker", "run", "feed", "train", "eval", "model", "replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
