@@ -9,12 +9,19 @@ the clock a replayed learner runs its policy on, and records:
 - ``deliveries``: ``(label id, event time)`` for every label handed over;
 - ``events``: drift detections (from the learner's metrics), finished training runs (its
   ``last_result``: promoted, rejected, failed), serving-version changes seen in the predictions,
-  and label requests, each stamped with the event time.
+  and label requests, each stamped with the event time (wall-clock durations are left out, so
+  that two replays record the same events).
+
+With ``synchronous=True`` (replays) a training run that ``persist`` starts is waited for, and
+picked up by a second ``persist``, before the call returns: the run completes at a fixed point of
+the event stream (after the batch that triggered it, before the next), instead of whenever a
+background thread happens to finish, and the promoted model serves from the next batch on.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,12 +62,14 @@ class LearnerTap:
         visible_at: Mapping[str, float],
         *,
         registry: Any = None,
+        synchronous: bool = True,
     ) -> None:
         self.inner = inner
         self.clock = clock
         self.visible_at = visible_at
         self.registry = registry
         """A prometheus CollectorRegistry holding the learner's metrics (drift counters), or None."""
+        self.synchronous = synchronous
         self.deliveries: list[tuple[str, float]] = []
         self.events: list[dict[str, Any]] = []
         self._version: str | None = None
@@ -86,6 +95,10 @@ class LearnerTap:
 
     def persist(self) -> None:
         self.inner.persist()
+        while self.synchronous and getattr(self.inner, "running", False):
+            while getattr(self.inner, "running", False):
+                time.sleep(0.005)
+            self.inner.persist()  # picks the finished run up (and may start the next one)
         drift = self._drift_counts()
         for signal, count in sorted(drift.items()):
             for _ in range(int(count - self._drift.get(signal, 0.0))):
@@ -96,7 +109,8 @@ class LearnerTap:
             self._result = result
             self._event("training", outcome=getattr(result, "outcome", ""), version=getattr(result, "version", ""),
                         parent=getattr(result, "parent", ""), reason=getattr(result, "reason", ""),
-                        gate=getattr(result, "numbers", {}), fit=getattr(result, "fit", {}))
+                        gate=_without_wall_clock(getattr(result, "numbers", {})),
+                        fit=_without_wall_clock(getattr(result, "fit", {})))
 
     def drain_label_requests(self) -> list[tuple[str, bytes]]:
         out = self.inner.drain_label_requests()
@@ -124,6 +138,13 @@ class LearnerTap:
                 if sample.name.endswith("_total"):
                     counts[sample.labels.get("signal", "")] = sample.value
         return counts
+
+
+def _without_wall_clock(value: Any) -> Any:
+    """``value`` without ``seconds`` entries (durations differ from run to run; results do not)."""
+    if isinstance(value, Mapping):
+        return {k: _without_wall_clock(v) for k, v in value.items() if k != "seconds"}
+    return value
 
 
 def _reason(body: bytes) -> Any:

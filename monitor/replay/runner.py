@@ -61,7 +61,13 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _private_registry(config: MonitorConfig, out: Path) -> MonitorConfig:
+def _replay_settings(settings: Any, seed: int) -> dict[str, Any]:
+    """Learner settings a replay fixes: state starts empty in the private registry, the seed is
+    ``--seed``, and no wall-clock budget cuts a training run short (a replay must be repeatable)."""
+    return {**dict(settings), "state_dir": "", "seed": seed, "max_training_s": 1e9}
+
+
+def _private_registry(config: MonitorConfig, out: Path, seed: int) -> MonitorConfig:
     """Copy the serving version into ``out/registry``; return ``config`` pointing at that copy."""
     from monitor.registry import ModelRegistry
     from monitor.serving import resolve_model_dir
@@ -74,7 +80,8 @@ def _private_registry(config: MonitorConfig, out: Path) -> MonitorConfig:
     version = json.loads((source / "meta.json").read_text(encoding="utf-8"))["version"]
     shutil.copytree(source, registry.path(version))
     registry.set_current(version, event="promoted", reason=f"replay copy of {source}")
-    return replace(config, model=replace(config.model, path=str(root)))
+    learning = replace(config.learning, enabled=True, settings=_replay_settings(config.learning.settings, seed))
+    return replace(config, model=replace(config.model, path=str(root)), learning=learning)
 
 
 def _default_learner(config: MonitorConfig, clock: EventClock, metrics: Any) -> Any:
@@ -97,7 +104,7 @@ def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _seed(options.seed)
     if options.learn:
-        config = _private_registry(config, out)
+        config = _private_registry(config, out, options.seed)
     predictor, loaded = load_predictor(resolve_model_dir(config.model.path), config.model)
     rows = read_feeds(options.feeds, topics=loaded.meta.topics, sentiments=loaded.meta.sentiments,
                       max_text_chars=config.batch.max_text_chars)
