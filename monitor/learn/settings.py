@@ -183,9 +183,9 @@ class GateSettings:
     min_improvement: float = 0.01
     """Challenger accuracy minus serving accuracy on the held-out new examples must be >= this."""
     max_forgetting: float = 0.02
-    """Largest accepted accuracy loss on the replay holdout (worst stratum with enough examples)."""
+    """Largest accepted share of the serving model's right holdout answers that the challenger gets wrong."""
     min_stratum_examples: int = 20
-    """Holdout strata (source, period) with fewer examples count only in the whole-holdout figure."""
+    """Holdout strata (source, period) with fewer right serving answers count only in the whole-holdout figure."""
 
     def __post_init__(self) -> None:
         _check(0.0 < self.gate_fraction < 1.0, "gate_fraction", "must be in (0, 1)")

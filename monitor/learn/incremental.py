@@ -1,0 +1,210 @@
+"""One retrain run: fresh copy of the serving model -> fit -> gate -> promote, reject or fail.
+
+``retrain`` is what the learner's worker thread runs, beside serving. It never touches the
+serving model object: it loads the serving checkpoint from the registry again and trains that
+copy. Steps:
+
+1. load ``versions/<serving>``; keep an untouched copy of it: the serving model, used as the LwF
+   teacher (method ``replay_distill``) and as the gate's reference;
+2. split the new labelled window (seeded): ``gate_fraction`` is held out for the gate, the rest is
+   the new training data; add the replay sample (methods ``replay*``); ``val_fraction`` of that is
+   the early-stopping validation set;
+3. ``fit`` with the lower layers frozen, the distillation teacher or the online EWC penalty, the
+   time budget and the learner's stop flag;
+4. predict the held-out new examples and the replay holdout with both models; ``gate.judge``;
+5. promoted: save the checkpoint into the registry (parent = serving version, gate numbers in its
+   metrics) and point ``CURRENT`` at it, unless ``CURRENT`` moved meanwhile (e.g. a rollback);
+   every daemon watching the registry then hot-swaps between batches.
+
+Any exception (``TrainingDiverged`` on a NaN loss included) ends the run as ``failed``: nothing is
+saved and the serving model stays. Every outcome is recorded in the registry history.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.learn.buffer import stratum
+from monitor.learn.gate import HoldoutScores, holdout_scores, judge, tally
+from monitor.learn.losses import OnlineEWC
+from monitor.learn.settings import LearnerSettings
+from monitor.learn.trainer import FitResult, TrainConfig, fit
+from monitor.model.checkpoint import CheckpointMeta, load_checkpoint, new_version_id, save_checkpoint
+from monitor.model.network import MultiTaskClassifier
+from monitor.model.predictor import Predictor
+from monitor.records import Example
+from monitor.registry import ModelRegistry
+
+__all__ = ["EwcMemory", "RunInput", "RunResult", "retrain", "split"]
+
+log = logging.getLogger(__name__)
+
+FitFn = Callable[..., FitResult]
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """What one run trains and judges on; snapshots, so the learner can go on meanwhile."""
+
+    serving_version: str
+    new: tuple[Example, ...]
+    """The new labelled window (never holdout examples)."""
+    replay: tuple[Example, ...]
+    """Replay sample from the buffer, disjoint from ``new``."""
+    holdout: tuple[Example, ...]
+    """The buffer's holdout, for the forgetting check."""
+    trigger: str
+    """Why the run started (the policy's reason)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: str
+    """promoted, rejected, failed or cancelled."""
+    version: str
+    """The challenger's version id (a directory in the registry only when promoted)."""
+    parent: str
+    reason: str
+    seconds: float
+    numbers: dict[str, Any] = field(default_factory=dict)
+    """The gate's numbers (improvement, forgetting, accuracies, counts)."""
+    fit: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EwcMemory:
+    """The running online-EWC estimate across runs, and the version its anchor belongs to."""
+
+    ewc: OnlineEWC | None = None
+    version: str | None = None
+
+
+def split(examples: Sequence[Example], fraction: float, rng: random.Random) -> tuple[list[Example], list[Example]]:
+    """Shuffle, then cut off ``round(fraction * n)`` examples: ``(rest, cut)``.
+
+    >>> rest, cut = split([Example(str(i), topic="A") for i in range(8)], 0.25, random.Random(0))
+    >>> len(rest), len(cut), sorted(e.text for e in rest + cut) == [str(i) for i in range(8)]
+    (6, 2, True)
+    """
+    order = list(examples)
+    rng.shuffle(order)
+    n = round(fraction * len(order))
+    return order[n:], order[:n]
+
+
+def _fingerprint(examples: Sequence[Example]) -> str:
+    digest = hashlib.sha256()
+    for e in sorted(examples, key=lambda e: (e.text, e.topic or "", e.sentiment or "")):
+        digest.update(f"{e.text}\t{e.topic}\t{e.sentiment}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _predicted(model: MultiTaskClassifier, tokenizer: Any, examples: Sequence[Example], max_length: int) -> list:
+    if not examples:
+        return []
+    device = next(model.parameters()).device
+    predictor = Predictor(model, tokenizer, "gate", device=device, max_length=max_length, batch_size=64)
+    return [(s.topic, s.sentiment) for s in predictor.predict([e.text for e in examples])]
+
+
+def retrain(
+    registry: ModelRegistry,
+    job: RunInput,
+    settings: LearnerSettings,
+    *,
+    device: str = "auto",
+    ewc: EwcMemory | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    fit_fn: FitFn = fit,
+) -> RunResult:
+    """Run one retrain (module docstring); never raises, the outcome says what happened."""
+    started = time.perf_counter()
+    version = new_version_id()
+    parent = job.serving_version
+    ts, gs = settings.train, settings.gate
+
+    def result(outcome: str, reason: str, **extra: Any) -> RunResult:
+        seconds = time.perf_counter() - started
+        details = {"parent": parent, "trigger": job.trigger, "method": ts.method, "seconds": round(seconds, 3)}
+        if outcome == "promoted":
+            registry.set_current(version, event="promoted", reason=reason, **details, gate=extra.get("numbers"))
+        else:
+            registry.record(outcome, version, reason=reason, **details, gate=extra.get("numbers"))
+        return RunResult(outcome, version, parent, reason, seconds, **extra)
+
+    try:
+        loaded = load_checkpoint(registry.path(parent))
+        model, tokenizer = loaded.model, loaded.tokenizer
+        serving = copy.deepcopy(model)
+        rng = random.Random(job.seed)
+        new_train, gate_set = split(job.new, gs.gate_fraction, rng)
+        train = new_train + (list(job.replay) if ts.method in ("replay", "replay_distill") else [])
+        train, val = split(train, ts.val_fraction, rng)
+        if not train:
+            return result("failed", f"no training examples ({len(job.new)} new, {len(job.replay)} replay)")
+        cfg = TrainConfig(
+            epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
+            max_length=ts.max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
+            freeze_layers=ts.freeze_layers, seed=job.seed, distill_weight=ts.distill_weight,
+            distill_temperature=ts.distill_temperature, ewc_lambda=ts.ewc_lambda, device=device,
+            max_seconds=settings.policy.max_training_s,
+        )
+        penalty = None
+        if ts.method == "ewc" and ewc is not None:
+            if ewc.ewc is None:
+                ewc.ewc = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=ts.max_length, seed=job.seed)
+            if ewc.version != parent:  # anchor at the serving weights, Fisher on the old data
+                ewc.ewc.consolidate(model, list(job.replay) or list(job.new))
+                ewc.version = parent
+            penalty = ewc.ewc
+        teacher = serving if ts.method == "replay_distill" else None
+        fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher, ewc=penalty, progress=False,
+                        should_stop=should_stop)
+        fit_numbers = {"epochs": fitted.epochs_run, "best_score": fitted.best_score, "stop": fitted.stop_reason,
+                       "train_examples": len(train), "val_examples": len(val), "seconds": round(fitted.seconds, 3)}
+        if fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop()):
+            return result("cancelled", "stopped at shutdown", fit=fit_numbers)
+
+        serving.to(next(model.parameters()).device)
+        scored = {}
+        for name, m in (("serving", serving), ("challenger", model)):
+            scored[name] = (_predicted(m, tokenizer, gate_set, ts.max_length),
+                            _predicted(m, tokenizer, job.holdout, ts.max_length))
+        recent = (tally(gate_set, scored["serving"][0]), tally(gate_set, scored["challenger"][0]))
+        strata: dict[str, HoldoutScores] = {}
+        for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
+            name = stratum(e, settings.buffer.period_s)
+            strata[name] = strata.get(name, HoldoutScores()) + holdout_scores([e], [s], [c])
+        verdict = judge(gs, recent=recent, holdout=strata)
+        if not verdict.promote:
+            return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
+        if registry.current_version() != parent:
+            reason = f"serving version changed during training (now {registry.current_version()})"
+            return result("rejected", reason, numbers=verdict.numbers, fit=fit_numbers)
+        meta = CheckpointMeta(
+            version=version, parent=parent, backbone=loaded.meta.backbone, topics=model.topics,
+            sentiments=model.sentiments, data_fingerprint=_fingerprint(train),
+            metrics={"gate": verdict.numbers, "fit": fit_numbers, "method": ts.method, "trigger": job.trigger},
+            train_config=cfg.to_dict(), dropout=loaded.meta.dropout,
+        )
+        save_checkpoint(model, tokenizer, meta, registry.path(version))
+        promoted = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
+    except Exception as err:  # a failed run must leave serving alone; the error is recorded
+        log.exception("training run %s (parent %s) failed", version, parent)
+        return result("failed", f"{type(err).__name__}: {err}")
+    if penalty is not None and ewc is not None:  # fold the new task into the running Fisher
+        try:
+            penalty.consolidate(model, new_train)
+            ewc.version = version
+        except Exception:
+            log.exception("EWC consolidation after promoting %s failed; re-anchoring at the next run", version)
+            ewc.version = None
+    return promoted

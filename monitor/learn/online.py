@@ -1,0 +1,320 @@
+"""The online learner: labels in, drift watched, replay-buffer retraining in a worker thread.
+
+It implements ``monitor.app.Learner`` and is the one place where drift reports meet the label
+requests and the retrain policy (``learn`` modules do not import ``drift`` otherwise).
+
+Per batch the run loop calls, in this order (see ``monitor.app`` for the commit order):
+
+- ``observe(items, predictions)``: remember each prediction with its text (join cache); update
+  the label-free watches (a harmful change queues the least confident recent items as label
+  requests); items that carry labels inline are labelled examples right away;
+- ``on_label(label)``: join a late label to its prediction by id; the prediction was made before
+  the label was known, so "was it wrong" feeds the head's error watch (prequential);
+- ``persist()``: write the replay buffer and the new-label window atomically, pick up a finished
+  run, and start a run if the policy says so (``monitor.learn.policy``);
+- ``drain_label_requests()``: the queued ``(id, JSON)`` label requests;
+- ``close()``: stop a run in progress (it is recorded as cancelled), persist.
+
+Error watches follow the serving version: when predictions start carrying a new version (a
+promotion or a rollback) the watches start afresh, and labels for predictions of other versions
+still become training examples but say nothing about the serving model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from monitor.config import ConfigError, MonitorConfig
+from monitor.drift import DriftTracker
+from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
+from monitor.learn.incremental import EwcMemory, FitFn, RunInput, RunResult, retrain
+from monitor.learn.joins import JoinCache, Seen, label_request
+from monitor.learn.policy import decide
+from monitor.learn.settings import LearnerSettings, parse_settings
+from monitor.learn.trainer import fit
+from monitor.metrics import Metrics
+from monitor.model.checkpoint import META_FILE, CheckpointMeta
+from monitor.records import Example, Label, NewsItem, Prediction
+from monitor.registry import ModelRegistry, is_registry
+
+__all__ = ["OnlineLearner", "build_learner"]
+
+log = logging.getLogger(__name__)
+
+BUFFER_FILE = "buffer.jsonl"
+WINDOW_FILE = "window.jsonl"
+
+
+class OnlineLearner:
+    """Continual learning beside serving (module docstring). Build it with ``build_learner``."""
+
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        *,
+        state_dir: Path,
+        topics: Sequence[str],
+        sentiments: Sequence[str],
+        device: str = "auto",
+        clock: Callable[[], float] = time.monotonic,
+        fit_fn: FitFn = fit,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.state_dir = Path(state_dir)
+        self.device = device
+        self._topics, self._sentiments = frozenset(topics), frozenset(sentiments)
+        self._clock = clock
+        self._fit = fit_fn
+        b = settings.buffer
+        self.buffer = ReplayBuffer.load(self.state_dir / BUFFER_FILE, b.buffer_size, b.holdout_fraction, b.period_s,
+                                        b.seed)
+        header, window = load_examples(self.state_dir / WINDOW_FILE)
+        self._window: OrderedDict[tuple[str, str, str], Example] = OrderedDict((example_key(e), e) for e in window)
+        self._new_labels = int(header.get("new_labels", 0))
+        self._drift: str | None = header.get("drift")
+        self._runs = int(header.get("runs", 0))
+        self.cache = JoinCache(settings.drift.join_cache_size)
+        self._requests: deque[tuple[str, bytes]] = deque(maxlen=max(1, 10 * settings.drift.label_requests))
+        d = settings.drift
+        self.drift = DriftTracker(d.detector, d.detector_params, d.label_free_detector, d.label_free_detector_params,
+                                  d.label_free_signals, window=d.accuracy_window,
+                                  version=registry.current_version() or "")
+        self._rng = random.Random(b.seed)
+        self._ewc = EwcMemory()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._finished: RunResult | None = None
+        self._last_result: RunResult | None = None
+        self._last_end: float | None = None
+        self._in_run: set[tuple[str, str, str]] = set()
+        self._run_trigger: tuple[str | None, int] = (None, 0)  # drift signal and new labels of the run in flight
+        self._dirty = False
+        # Export zero series (Metrics does so for its own label sets), so increase() sees the first event.
+        metrics.labels_joined.labels(outcome="invalid")
+        for signal in self.drift.signals:
+            metrics.drift_detections.labels(signal=signal)
+        metrics.replay_buffer_size.set(len(self.buffer))
+        metrics.training_active.set(0)
+
+    # --- read-only state --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a training run is in progress."""
+        return self._worker is not None and self._worker.is_alive()
+
+    @property
+    def last_result(self) -> RunResult | None:
+        """The outcome of the last finished run (picked up by ``persist``)."""
+        return self._last_result
+
+    @property
+    def pending_drift(self) -> str | None:
+        """The signal of a harmful drift not yet answered by a run (it persists across restarts)."""
+        return self._drift
+
+    @property
+    def new_labels(self) -> int:
+        """New labelled examples since the last run started (the policy's ``min_new_labels`` count)."""
+        return self._new_labels
+
+    @property
+    def window(self) -> tuple[Example, ...]:
+        """New labelled examples the next run trains on."""
+        return tuple(self._window.values())
+
+    # --- the Learner protocol -------------------------------------------------------------------------
+    def observe(self, items: Sequence[NewsItem], predictions: Sequence[Prediction]) -> None:
+        for item, prediction in zip(items, predictions, strict=True):
+            if prediction.model_version != self.drift.version:
+                log.info("predictions now come from model %s (was %s): drift watches start afresh",
+                         prediction.model_version, self.drift.version)
+            seen = Seen.of(item, prediction)
+            self.cache.put(seen)
+            for signal in self.drift.update_prediction(prediction.model_version, prediction.confidence,
+                                                       prediction.sentiment):
+                self._on_drift(signal)
+                self._request_labels(f"{signal}_drift")
+            if item.topic is not None or item.sentiment is not None:
+                self.metrics.labels_joined.labels(outcome="inline").inc()
+                self._learn(seen, item.topic, item.sentiment)
+
+    def on_label(self, label: Label) -> None:
+        seen = self.cache.get(label.id)
+        if seen is None:
+            outcome = "late" if self.cache.was_evicted(label.id) else "unknown"
+            self.metrics.labels_joined.labels(outcome=outcome).inc()
+            return
+        if (label.topic is not None and label.topic not in self._topics) or (
+            label.sentiment is not None and label.sentiment not in self._sentiments
+        ):
+            log.debug("label for %s names a class the model does not have: %s", label.id, label)
+            self.metrics.labels_joined.labels(outcome="invalid").inc()
+            return
+        self.metrics.labels_joined.labels(outcome="joined").inc()
+        self._learn(seen, label.topic, label.sentiment)
+
+    def persist(self) -> None:
+        self._collect()
+        if self._dirty:
+            self.buffer.save(self.state_dir / BUFFER_FILE)
+            # A run in flight counts as not started: after a crash its trigger is still pending.
+            drift, labels = self._run_trigger
+            header = {"kind": "window", "new_labels": self._new_labels + labels, "drift": self._drift or drift,
+                      "runs": self._runs}
+            save_examples(self.state_dir / WINDOW_FILE, self._window.values(), header)
+            self._dirty = False
+        self._maybe_start()
+
+    def drain_label_requests(self) -> list[tuple[str, bytes]]:
+        out = list(self._requests)
+        self._requests.clear()
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+        self._collect()
+        self._dirty = True
+        self.persist()
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _on_drift(self, signal: str) -> None:
+        self.metrics.drift_detections.labels(signal=signal).inc()
+        watch = self.drift.watches[signal]
+        log.warning("drift detected on %s after %d values (rolling mean %.3f), model %s",
+                    signal, watch.count, watch.mean or 0.0, self.drift.version)
+
+    def _request_labels(self, reason: str) -> None:
+        d = self.settings.drift
+        now = datetime.now(UTC)
+        for seen in self.cache.most_uncertain(d.label_requests, d.label_request_pool):
+            self._requests.append((seen.id, label_request(seen, reason, now)))
+
+    def _learn(self, seen: Seen, topic: str | None, sentiment: str | None) -> None:
+        for signal in self.drift.update_label(seen.model_version, seen.topic, seen.sentiment, topic=topic,
+                                              sentiment=sentiment):
+            self._on_drift(signal)
+            self._drift = self._drift or signal
+        for head, label in (("topic", topic), ("sentiment", sentiment)):
+            accuracy = self.drift.accuracy(head)
+            if label is not None and accuracy is not None and seen.model_version == self.drift.version:
+                self.metrics.prequential_accuracy.labels(head=head).set(accuracy)
+        example = seen.example(topic, sentiment)
+        if not self.buffer.add(example):
+            return  # a duplicate (re-read after a restart) or no label at all
+        self._dirty = True
+        self.metrics.replay_buffer_size.set(len(self.buffer))
+        if not in_holdout(example, self.settings.buffer.holdout_fraction):
+            self._window[example_key(example)] = example
+            while len(self._window) > self.settings.buffer.window_size:
+                self._window.popitem(last=False)
+            self._new_labels += 1
+
+    def _maybe_start(self) -> None:
+        if self._stop.is_set():
+            return
+        decision = decide(self.settings.policy, now=self._clock(), drift=self._drift, new_labels=self._new_labels,
+                          running=self.running, last_end=self._last_end)
+        if not decision.start:
+            return
+        new = tuple(self._window.values())
+        n_replay = round(self.settings.train.replay_ratio * len(new))
+        job = RunInput(
+            serving_version=self.registry.current_version() or self.drift.version,
+            new=new,
+            replay=tuple(self.buffer.sample(n_replay, self._rng, exclude=set(self._window))),
+            holdout=self.buffer.holdout,
+            trigger=decision.reason,
+            seed=self.settings.buffer.seed + self._runs,
+        )
+        self._in_run = set(self._window)
+        self._run_trigger = (self._drift, self._new_labels)
+        self._drift, self._new_labels, self._runs, self._dirty = None, 0, self._runs + 1, True
+        log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s", self._runs,
+                 decision.reason, len(job.new), len(job.replay), len(job.holdout), self.settings.train.method)
+        self.metrics.training_active.set(1)
+        self._worker = threading.Thread(target=self._run, args=(job,), name="monitor-learner", daemon=True)
+        self._worker.start()
+
+    def _run(self, job: RunInput) -> None:
+        """The worker thread: one retrain; metrics are updated here, state changes in ``_collect``."""
+        m = self.metrics
+        try:
+            result = retrain(self.registry, job, self.settings, device=self.device, ewc=self._ewc,
+                             should_stop=self._stop.is_set, fit_fn=self._fit)
+        except Exception as err:  # retrain records its own failures; this is the registry itself failing
+            log.exception("training run could not record its outcome")
+            result = RunResult("failed", "", job.serving_version, f"{type(err).__name__}: {err}", 0.0)
+        try:
+            if result.outcome != "cancelled":
+                m.training_runs.labels(outcome=result.outcome).inc()
+                m.training_duration.observe(result.seconds)
+            if result.outcome == "promoted":
+                m.forgetting.set(result.numbers.get("forgetting") or 0.0)
+                m.last_promotion.set(time.time())
+            level = logging.INFO if result.outcome in ("promoted", "cancelled") else logging.WARNING
+            log.log(level, "training run %s: %s (%s) in %.1f s; gate %s", result.version, result.outcome,
+                    result.reason, result.seconds, json.dumps(result.numbers, default=str))
+        finally:
+            with self._lock:
+                self._finished = result
+            m.training_active.set(0)
+
+    def _collect(self) -> None:
+        with self._lock:
+            result, self._finished = self._finished, None
+        if result is None:
+            return
+        self._last_result = result
+        self._last_end = self._clock()
+        if result.outcome == "promoted":  # the window went into the new model; keep what came since
+            for key in self._in_run:
+                self._window.pop(key, None)
+        else:  # the drift is not resolved: it stays pending for the next run (after more labels)
+            self._drift = self._drift or self._run_trigger[0]
+        self._in_run, self._run_trigger, self._dirty = set(), (None, 0), True
+
+
+def build_learner(
+    config: MonitorConfig, metrics: Metrics, *, clock: Callable[[], float] = time.monotonic, fit_fn: FitFn = fit
+) -> OnlineLearner:
+    """The learner for ``config`` (``learning.enabled``); ``model.path`` must be a model registry.
+
+    ``clock`` times the cool-down (a replay passes its event-time clock); ``fit_fn`` replaces the
+    training loop (tests inject failures with it).
+    """
+    settings = parse_settings(config.learning.settings)
+    path = Path(config.model.path)
+    if not is_registry(path):
+        raise ConfigError(
+            f"model.path: continual learning (learning.enabled) needs a model registry (a directory with versions/ "
+            f"and CURRENT) to save and promote retrained models; {path} is not one. Create it with "
+            f"`monitor train --out {path}/versions/<name>` and `monitor model promote`"
+        )
+    registry = ModelRegistry(path)
+    version = registry.current_version()
+    if version is None:
+        raise ConfigError(f"model.path: model registry {path} has no serving version (no CURRENT file)")
+    meta = CheckpointMeta.from_dict(json.loads((registry.path(version) / META_FILE).read_text(encoding="utf-8")))
+    encoder = json.loads((registry.path(version) / "config.json").read_text(encoding="utf-8"))
+    layers = int(encoder.get("num_hidden_layers", 0))
+    if settings.train.freeze_layers > layers:
+        raise ConfigError(f"learning.settings.freeze_layers: {settings.train.freeze_layers} is more than the "
+                          f"{layers} encoder layers of the serving model {version}")
+    state_dir = Path(settings.buffer.state_dir) if settings.buffer.state_dir else path / "learner"
+    return OnlineLearner(settings, registry, metrics, state_dir=state_dir, topics=meta.topics,
+                         sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn)
