@@ -105,11 +105,12 @@ def plot_sentiment(trends: pd.DataFrame, alerts: Sequence[Mapping[str, Any]]) ->
         ax.grid(alpha=0.3)
     for ax in axes[len(topics):]:
         ax.set_visible(False)
+    for i, ax in enumerate(axes[:len(topics)]):
+        if i + 2 >= len(topics):  # the lowest visible panel of its column carries the time axis
+            ax.tick_params(axis="x", labelbottom=True, labelrotation=20, labelsize=8)
     ticker = sorted({k for s, k, _, _ in spans if s == "ticker"})
     note = f"; dashed: ticker surge alerts ({', '.join(ticker)})" if ticker else ""
     fig.suptitle(f"sentiment index (pos - neg) / n per bucket; shaded red: topic surge alert{note}", fontsize=9)
-    for ax in axes[-2:]:
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     return _png(fig)
 
 
@@ -124,7 +125,7 @@ def plot_prequential(labels: pd.DataFrame, events: Sequence[Mapping[str, Any]], 
         return _png(fig)
     for head, rows in labels.groupby("head", sort=True):
         w = max(1, min(window, len(rows) // 5 or 1))
-        rolling = rows["correct"].astype(float).rolling(w, min_periods=1).mean()
+        rolling = rows["correct"].astype(float).rolling(w, min_periods=max(1, w // 4)).mean()
         ax.plot(rows["at"], rolling, lw=1.5, label=f"{head} (rolling {w} labels)")
     styles = {"drift": ("#ff7f0e", ":"), "promoted": ("#2ca02c", "-"), "rejected": ("#7f7f7f", "--"),
               "failed": ("#d62728", "--"), "model_swap": ("#1f77b4", "-.")}
