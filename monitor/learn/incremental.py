@@ -63,6 +63,8 @@ class RunInput:
     trigger: str
     """Why the run started (the policy's reason)."""
     seed: int = 0
+    version: str = ""
+    """The challenger's version id; empty: a fresh ``new_version_id()`` (replays pass stable names)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def retrain(
 ) -> RunResult:
     """Run one retrain (module docstring); never raises, the outcome says what happened."""
     started = time.perf_counter()
-    version = new_version_id()
+    version = job.version or new_version_id()
     parent = job.serving_version
     ts, gs = settings.train, settings.gate
 

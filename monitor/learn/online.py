@@ -68,6 +68,7 @@ class OnlineLearner:
         device: str = "auto",
         clock: Callable[[], float] = time.monotonic,
         fit_fn: FitFn = fit,
+        version_name: Callable[[int], str] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -77,6 +78,7 @@ class OnlineLearner:
         self._topics, self._sentiments = frozenset(topics), frozenset(sentiments)
         self._clock = clock
         self._fit = fit_fn
+        self._version_name = version_name  # run number -> version id (replays); None: timestamped ids
         b = settings.buffer
         self.buffer = ReplayBuffer.load(self.state_dir / BUFFER_FILE, b.buffer_size, b.holdout_fraction, b.period_s,
                                         b.seed)
@@ -240,6 +242,7 @@ class OnlineLearner:
             holdout=self.buffer.holdout,
             trigger=decision.reason,
             seed=self.settings.buffer.seed + self._runs,
+            version=self._version_name(self._runs + 1) if self._version_name is not None else "",
         )
         self._in_run = set(self._window)
         self._run_trigger = (self._drift, self._new_labels)
@@ -290,12 +293,18 @@ class OnlineLearner:
 
 
 def build_learner(
-    config: MonitorConfig, metrics: Metrics, *, clock: Callable[[], float] = time.monotonic, fit_fn: FitFn = fit
+    config: MonitorConfig,
+    metrics: Metrics,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    fit_fn: FitFn = fit,
+    version_name: Callable[[int], str] | None = None,
 ) -> OnlineLearner:
     """The learner for ``config`` (``learning.enabled``); ``model.path`` must be a model registry.
 
     ``clock`` times the cool-down (a replay passes its event-time clock); ``fit_fn`` replaces the
-    training loop (tests inject failures with it).
+    training loop (tests inject failures with it); ``version_name`` names the challenger of run N
+    (a replay passes stable names, so that two replays agree; default: timestamped random ids).
     """
     settings = parse_settings(config.learning.settings)
     path = Path(config.model.path)
@@ -317,4 +326,5 @@ def build_learner(
                           f"{layers} encoder layers of the serving model {version}")
     state_dir = Path(settings.buffer.state_dir) if settings.buffer.state_dir else path / "learner"
     return OnlineLearner(settings, registry, metrics, state_dir=state_dir, topics=meta.topics,
-                         sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn)
+                         sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn,
+                         version_name=version_name)
