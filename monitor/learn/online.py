@@ -69,6 +69,7 @@ class OnlineLearner:
         clock: Callable[[], float] = time.monotonic,
         fit_fn: FitFn = fit,
         version_name: Callable[[int], str] | None = None,
+        save_state: bool = True,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -79,6 +80,7 @@ class OnlineLearner:
         self._clock = clock
         self._fit = fit_fn
         self._version_name = version_name  # run number -> version id (replays); None: timestamped ids
+        self._save_state = save_state  # False: buffer and window live in memory only (replays)
         b = settings.buffer
         self.buffer = ReplayBuffer.load(self.state_dir / BUFFER_FILE, b.buffer_size, b.holdout_fraction, b.period_s,
                                         b.seed)
@@ -170,7 +172,7 @@ class OnlineLearner:
 
     def persist(self) -> None:
         self._collect()
-        if self._dirty:
+        if self._dirty and self._save_state:
             self.buffer.save(self.state_dir / BUFFER_FILE)
             # A run in flight counts as not started: after a crash its trigger is still pending.
             drift, labels = self._run_trigger
@@ -299,12 +301,15 @@ def build_learner(
     clock: Callable[[], float] = time.monotonic,
     fit_fn: FitFn = fit,
     version_name: Callable[[int], str] | None = None,
+    save_state: bool = True,
 ) -> OnlineLearner:
     """The learner for ``config`` (``learning.enabled``); ``model.path`` must be a model registry.
 
     ``clock`` times the cool-down (a replay passes its event-time clock); ``fit_fn`` replaces the
     training loop (tests inject failures with it); ``version_name`` names the challenger of run N
-    (a replay passes stable names, so that two replays agree; default: timestamped random ids).
+    (a replay passes stable names, so that two replays agree; default: timestamped random ids);
+    ``save_state=False`` keeps the replay buffer and window in memory only (a replay's state is thrown
+    away, and saving it after every micro-batch would dominate the replay's time).
     """
     settings = parse_settings(config.learning.settings)
     path = Path(config.model.path)
@@ -327,4 +332,4 @@ def build_learner(
     state_dir = Path(settings.buffer.state_dir) if settings.buffer.state_dir else path / "learner"
     return OnlineLearner(settings, registry, metrics, state_dir=state_dir, topics=meta.topics,
                          sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn,
-                         version_name=version_name)
+                         version_name=version_name, save_state=save_state)
