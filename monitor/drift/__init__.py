@@ -1,8 +1,9 @@
 """Drift: pure signals (``signals``), river detectors by name (``detectors``), ``DriftWatch`` (one
 signal, harmful direction only) and ``DriftTracker`` (every watch of the serving version).
 
-``learn`` does not import this package; the online learner (``monitor.learn.online``) is the one
-place that connects a drift report to the label requests and the retrain policy.
+Within ``learn`` only two modules import this package: ``settings`` (to validate detector names by
+building them) and ``online``, the learner, which is the one place that connects a drift report to
+the label requests and the retrain policy; this package imports nothing from ``learn``.
 """
 
 from monitor.drift.detectors import DETECTORS, Detector, is_binary, make_detector
