@@ -127,6 +127,8 @@ def plot_prequential(labels: pd.DataFrame, events: Sequence[Mapping[str, Any]], 
         w = max(1, min(window, len(rows) // 5 or 1))
         rolling = rows["correct"].astype(float).rolling(w, min_periods=max(1, w // 4)).mean()
         ax.plot(rows["at"], rolling, lw=1.5, label=f"{head} (rolling {w} labels)")
+    drift_colours = {"sentiment_error": "#ff7f0e", "topic_error": "#8c564b", "confidence": "#9467bd",
+                     "sentiment_mix": "#e377c2"}
     styles = {"drift": ("#ff7f0e", ":"), "promoted": ("#2ca02c", "-"), "rejected": ("#7f7f7f", "--"),
               "failed": ("#d62728", "--"), "model_swap": ("#1f77b4", "-.")}
     seen: set[str] = set()
@@ -135,6 +137,8 @@ def plot_prequential(labels: pd.DataFrame, events: Sequence[Mapping[str, Any]], 
         if kind not in styles:
             continue
         colour, style = styles[kind]
+        if kind == "drift":
+            colour = drift_colours.get(str(e.get("signal")), colour)
         name = f"drift ({e.get('signal')})" if kind == "drift" else str(kind)
         at = date2num(pd.Timestamp(e["at"]))
         ax.axvline(at, color=colour, ls=style, lw=1.3, label=None if name in seen else name)

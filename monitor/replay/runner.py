@@ -85,9 +85,14 @@ def _private_registry(config: MonitorConfig, out: Path, seed: int) -> MonitorCon
 
 
 def _default_learner(config: MonitorConfig, clock: EventClock, metrics: Any) -> Any:
+    """The daemon's learner on event time, naming retrained versions ``<serving>-r<run>`` (stable),
+    its buffer in memory (the state of a replay is thrown away; promoted versions stay in the registry)."""
     from monitor.learn.online import build_learner
+    from monitor.registry import ModelRegistry
 
-    return build_learner(config, metrics)
+    initial = ModelRegistry(config.model.path).current_version()
+    return build_learner(config, metrics, clock=clock, version_name=lambda run: f"{initial}-r{run}",
+                         save_state=False)
 
 
 def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:

@@ -1,17 +1,71 @@
-"""Replay with a learner: labels reach it at published_at + label_delay_s of event time, never earlier."""
+"""Replay with a learner: labels reach it at published_at + label_delay_s of event time, never earlier;
+the daemon's online learner drifts, retrains, promotes and swaps at fixed points of the stream.
+
+The learning scenario is the one of tests/unit/test_online_learner.py (its stream builder and
+fast settings): a tiny model trained on regime A meets regime B's new sentiment keywords.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+from test_online_learner import FAST, START, TOPICS, stream
 from test_replay import config_for, keyword_checkpoint, make_feed, write_jsonl
 
+from monitor.config import BatchConfig, LearningConfig, ModelConfig, MonitorConfig
 from monitor.records import Label, NewsItem, Prediction
 from monitor.replay.learning import EventClock
 from monitor.replay.runner import ReplayOptions, replay
+
+#: The scenario's learner settings (as in test_online_learner's promotion test).
+LEARNING: dict[str, Any] = {**FAST, "min_new_labels": 400, "window_size": 240, "max_forgetting": 0.05, "epochs": 12,
+                            "patience": 3, "replay_ratio": 2.0, "freeze_embeddings": False}
+
+
+def regime_a_registry(backbone: Path, root: Path) -> Path:
+    """A registry serving ``v-a``: the tiny model trained on regime A."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from monitor.learn import TrainConfig, fit
+    from monitor.model.checkpoint import CheckpointMeta, save_checkpoint
+    from monitor.model.network import MultiTaskClassifier
+    from monitor.registry import ModelRegistry
+
+    tokenizer = AutoTokenizer.from_pretrained(str(backbone))
+    torch.manual_seed(0)
+    model = MultiTaskClassifier.from_backbone(backbone, TOPICS)
+    cfg = TrainConfig(epochs=8, batch_size=16, lr_encoder=3e-3, lr_head=1e-2, max_length=16, device="cpu")
+    fit(model, tokenizer, stream("A", 600, 1), stream("A", 100, 2), cfg, progress=False)
+    registry = ModelRegistry(root / "registry").init()
+    meta = CheckpointMeta(version="v-a", parent=None, backbone=str(backbone), topics=TOPICS,
+                          sentiments=model.sentiments, data_fingerprint="regime-a")
+    save_checkpoint(model, tokenizer, meta, registry.path("v-a"))
+    registry.set_current("v-a", reason="trained on regime A")
+    return registry.root
+
+
+def regime_feed(path: Path) -> Path:
+    """200 regime-A items then 400 regime-B items, 10 s apart, every one labelled 30-180 s later."""
+    rows = []
+    for regime, n, seed in (("A", 200, 5), ("B", 400, 6)):
+        for e in stream(regime, n, seed):
+            k = len(rows)
+            at = datetime.fromtimestamp(START.timestamp() + 10 * k, UTC)
+            rows.append({"id": f"{regime}-{k}", "text": e.text, "source": "wire", "published_at": at.isoformat(),
+                         "topic": e.topic, "sentiment": e.sentiment, "label_delay_s": 30 + (k * 17) % 150})
+    return write_jsonl(rows, path)
+
+
+def learning_config(registry: Path) -> MonitorConfig:
+    return MonitorConfig(batch=BatchConfig(max_batch=20), model=ModelConfig(path=str(registry), device="cpu"),
+                         learning=LearningConfig(enabled=True, settings=LEARNING))
 
 
 class RecordingLearner:
@@ -80,3 +134,33 @@ def test_labels_reach_the_learner_at_their_visibility_time(keyword_model: Path, 
     assert order != sorted(order)
     # each batch is followed by one persist, as in the daemon's loop
     assert learner.calls[-1][0] == "persist" and sum(k == "persist" for k, _, _ in learner.calls) == summary["batches"]
+
+
+def test_learning_replay_drifts_retrains_promotes_and_swaps(tiny_backbone: Path, tmp_path: Path) -> None:
+    registry = regime_a_registry(tiny_backbone, tmp_path / "models")
+    feed = regime_feed(tmp_path / "feed.jsonl")
+    out = tmp_path / "out"
+    summary = replay(learning_config(registry), ReplayOptions(feeds=(feed,), out=out, fmt="csv", learn=True,
+                                                              progress=False))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    kinds = [(e["type"], e.get("signal") or e.get("outcome") or e.get("version") or "") for e in events]
+    assert kinds[0] == ("drift", "sentiment_error")
+    training = [e for e in events if e["type"] == "training"]
+    swap = [e for e in events if e["type"] == "model_swap"]
+    assert [(t["outcome"], t["version"], t["parent"]) for t in training] == [("promoted", "v-a-r1", "v-a")]
+    assert [(s["previous"], s["version"]) for s in swap] == [("v-a", "v-a-r1")]
+    assert "seconds" not in training[0]["fit"]  # wall-clock durations stay out of the event log
+    assert summary["learning"]["training_runs"] == {"promoted": 1} and summary["model_versions"] == ["v-a", "v-a-r1"]
+    # the promoted model serves from the batch after the one whose persist trained it, never earlier
+    predictions = pd.read_csv(out / "predictions.csv", parse_dates=["published_at"])
+    first_new = predictions[predictions["model_version"] == "v-a-r1"].iloc[0]
+    assert first_new["id"] == swap[0]["first_item"]
+    assert first_new["published_at"].timestamp() >= training[0]["at_s"]
+    assert (predictions[predictions["published_at"].map(pd.Timestamp.timestamp) < training[0]["at_s"]]
+            ["model_version"] == "v-a").all()
+    # prequential: regime B is learnt (the last 100 B labels are judged on the new model)
+    b = predictions[predictions["id"].str.startswith("B")]
+    before, after = b[b["model_version"] == "v-a"], b[b["model_version"] == "v-a-r1"]
+    assert before["sentiment_correct"].mean() < 0.5 < 0.9 < after["sentiment_correct"].mean()
+    assert (out / "registry" / "versions" / "v-a-r1" / "meta.json").is_file()  # promoted into the private copy
+    assert (registry / "CURRENT").read_text().strip() == "v-a"  # the real registry is untouched
