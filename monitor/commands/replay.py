@@ -84,6 +84,9 @@ def replay(args: argparse.Namespace) -> int:
     except (ConfigError, ModelNotFound, ValueError) as err:
         print(f"monitor replay: {err}", file=sys.stderr)
         return 2
+    except (RuntimeError, TimeoutError) as err:  # --via-kafka: broker unreachable, daemon stopped or stuck
+        print(f"monitor replay: {err}", file=sys.stderr)
+        return 1
     acc = summary["accuracy"]
     timing = summary["timing"]
     print(f"replayed {summary['items']} items and {summary['labels']} labels ({summary['path']}) in "

@@ -169,6 +169,7 @@ def run_via_kafka(
 ) -> ReplayLog:
     """Replay ``batches`` through the broker and ``Monitor`` (module docstring)."""
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
     from monitor.stream.admin import ensure_topics
 
@@ -177,7 +178,10 @@ def run_via_kafka(
     k = cfg.kafka
     names = [k.input_topics[0], k.labels_topic, k.output_topic, k.alerts_topic, k.dead_letter_topic,
              k.label_requests_topic]
-    ensure_topics(k, names, partitions=1)
+    try:
+        ensure_topics(k, names, partitions=1)
+    except KafkaError as err:
+        raise RuntimeError(f"--via-kafka: cannot create the replay topics on {k.bootstrap_servers}: {err!r}") from err
     out = ReplayLog("kafka", extra={"topics_prefix": f"replay-{run_id}"})
     pacer = pacer or Pacer()
     started = time.perf_counter()
