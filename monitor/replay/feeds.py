@@ -16,7 +16,8 @@ Kafka in.
     >>> rows = [{"id": "a", "text": "Oil jumps", "source": "wire", "published_at": "2026-03-02T09:00:00Z",
     ...          "sentiment": "positive", "label_delay_s": 30},
     ...         {"id": "b", "text": "Fed holds", "source": "wire", "published_at": "2026-03-02T09:00:10Z"}]
-    >>> [(e.kind, e.id, e.at - events_of(parse_rows(rows, "feed"))[0].at) for e in events_of(parse_rows(rows, "feed"))]
+    >>> events = events_of(parse_rows(rows, "feed.jsonl"))
+    >>> [(e.kind, e.id, e.at - events[0].at) for e in events]
     [('item', 'a', 0.0), ('item', 'b', 10.0), ('label', 'a', 30.0)]
 """
 
