@@ -160,7 +160,8 @@ class Monitor:
             m.consumed.labels(topic=msg.topic).inc()
             try:
                 if msg.topic == kafka.labels_topic and self.learner is not None:
-                    labels.append(decode_label(msg.value or b"", topics=self._topics or None))
+                    labels.append(decode_label(msg.value or b"", topics=self._topics or None,
+                                               sentiments=self._sentiments or None))
                     continue
                 items.append(decode_item(msg.value if msg.value is not None else b"null",
                                          max_text_chars=cfg.batch.max_text_chars,

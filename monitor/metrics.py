@@ -37,7 +37,7 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
 TRAINING_OUTCOMES: tuple[str, ...] = ("promoted", "rejected", "failed")
 
 #: What happened to a received label (``outcome`` label of monitor_labels_received_total).
-LABEL_OUTCOMES: tuple[str, ...] = ("joined", "unknown", "late", "inline")
+LABEL_OUTCOMES: tuple[str, ...] = ("joined", "unknown", "late", "inline", "invalid")
 
 #: Pipeline stages timed per batch (``stage`` label).
 STAGES: tuple[str, ...] = ("decode", "tokenize", "infer", "publish", "commit")

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
             learner = build_learner(config, metrics)
         monitor = Monitor(config, metrics=metrics, learner=learner)
+    except ConfigError as err:
+        print(f"monitor run: invalid configuration: {err}", file=sys.stderr)
+        return 2
     except ModelNotFound as err:
         print(f"monitor run: {err}", file=sys.stderr)
         return 2
