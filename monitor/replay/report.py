@@ -94,10 +94,8 @@ def plot_sentiment(trends: pd.DataFrame, alerts: Sequence[Mapping[str, Any]]) ->
                 ax.axvspan(start, stop, color="#d62728", alpha=0.18)
                 ax.annotate("surge alert", (start, 0.95), xycoords=("data", "axes fraction"), fontsize=8,
                             color="#d62728", va="top")
-            elif scope == "ticker":
+            elif scope == "ticker":  # named in the title: ticker alerts often start together
                 ax.axvline(start, color="#9467bd", ls="--", lw=1.0)
-                ax.annotate(f"{key}", (start, 0.05), xycoords=("data", "axes fraction"), fontsize=7,
-                            color="#9467bd", rotation=90, va="bottom", ha="right")
         ax.axhline(0.0, color="#999", lw=0.6)
         ax.set_ylim(-1.05, 1.05)
         if last > first:
