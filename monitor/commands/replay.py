@@ -36,7 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="format of the predictions table (default: parquet)")
     p.add_argument("--bucket", default="1h", help="time bucket of trends and prequential tables (default: 1h)")
     p.add_argument("--speed", type=_positive, default=None,
-                   help="replay at X times real time, sleeping over event-time gaps (default: as fast as possible)")
+                   help="replay at X times real time, sleeping over event-time gaps (default: as fast as possible; "
+                        "results do not depend on it)")
+    p.add_argument("--batching", choices=("live", "backlog"), default="live",
+                   help="live (default): micro-batches as a daemon forms them when the feed arrives in real time "
+                        "(closed batch.max_wait_ms after their first item); backlog: always batch.max_batch items "
+                        "(faster, but surge alerts are checked only once per batch)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     learn = p.add_mutually_exclusive_group()
     learn.add_argument("--learn", dest="learn", action="store_true", default=None,
@@ -73,7 +78,7 @@ def replay(args: argparse.Namespace) -> int:
 
     options = ReplayOptions(
         feeds=tuple(args.feeds), out=args.out, fmt=args.fmt, bucket=args.bucket, speed=args.speed or 0.0,
-        seed=args.seed, learn=config.learning.enabled if args.learn is None else args.learn,
+        seed=args.seed, batching=args.batching, learn=config.learning.enabled if args.learn is None else args.learn,
         via_kafka=args.via_kafka, progress=not args.no_progress, keep_topics=args.keep_topics,
     )
     try:

@@ -43,7 +43,9 @@ class ReplayOptions:
     bucket: str = "1h"
     """Time bucket of trends.csv and prequential.csv (a pandas frequency)."""
     speed: float = 0.0
-    """Event time runs this many times faster than wall time; 0: as fast as possible."""
+    """Event time runs this many times faster than wall time; 0: as fast as possible (no effect on results)."""
+    batching: str = "live"
+    """live: batches close batch.max_wait_ms of event time after their first item; backlog: always full."""
     seed: int = 0
     learn: bool = False
     via_kafka: bool = False
@@ -105,6 +107,8 @@ def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:
     outputs.check_bucket(options.bucket)
     if options.fmt not in ("parquet", "csv"):
         raise ValueError(f"unknown format {options.fmt!r} (parquet or csv)")
+    if options.batching not in ("live", "backlog"):
+        raise ValueError(f"unknown batching {options.batching!r} (live or backlog)")
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     _seed(options.seed)
@@ -120,7 +124,7 @@ def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:
         clock, registry = EventClock(), CollectorRegistry()
         inner = (options.learner_factory or _default_learner)(config, clock, Metrics(registry))
         tap = LearnerTap(inner, clock, {e.id: e.at for e in label_events}, registry=registry)
-    window = config.batch.max_wait_ms / 1000.0 * options.speed if options.speed > 0 else None
+    window = config.batch.max_wait_ms / 1000.0 if options.batching == "live" else None
     batches = plan_batches(events, max_batch=config.batch.max_batch, with_labels=tap is not None, window_s=window)
     pacer = Pacer(options.speed)
     if options.via_kafka:
@@ -185,6 +189,7 @@ def write_outputs(
         "first_published_at": iso(float(predictions["published_at"].min().timestamp())) if n else None,
         "last_published_at": iso(float(predictions["published_at"].max().timestamp())) if n else None,
         "batches": result.batches,
+        "batching": options.batching,
         "seed": options.seed,
         "bucket": options.bucket,
         "model_versions": list(dict.fromkeys(p.model_version for p in result.predictions)),

@@ -6,10 +6,12 @@ batch, so batch boundaries can move an alert or the fifth decimal of a probabili
 
 A batch is a run of consecutive events of one kind, as the daemon would poll it:
 
-- *items*: at most ``max_batch``; with pacing (``window_s``), a batch also closes once an item
-  is more than ``window_s`` seconds of event time after the batch's first item, which is the
-  daemon's ``batch.max_wait_ms`` at the replay speed (as fast as possible, a daemon reading a
-  backlog fills every batch, so there is no time cut);
+- *items*: at most ``max_batch``; with a window (``window_s``: the daemon's
+  ``batch.max_wait_ms``, the default ``live`` batching), a batch also closes once an item is more
+  than ``window_s`` seconds of event time after the batch's first item: the batches a live daemon
+  forms when the feed arrives in real time. Without a window (``backlog``), every batch is full,
+  as for a daemon catching up on a backlog: fewer, larger batches, but alerts are checked only
+  once per ``max_batch`` items;
 - *labels* (only when a learner is on; without one labels change no result): at most
   ``max_batch`` consecutive label events. An items batch never runs past a label event, so each
   label reaches the learner after exactly the items that precede it in event time.

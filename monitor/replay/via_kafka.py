@@ -99,6 +99,29 @@ def _read_topic(config: MonitorConfig, topic: str) -> list[bytes]:
         consumer.close()
 
 
+def _wait_for_leaders(config: MonitorConfig, names: Sequence[str], timeout_s: float = 60.0) -> None:
+    """Block until every partition of ``names`` has a leader.
+
+    A consumer that joins its group before a fresh topic's metadata is complete is assigned
+    nothing, and only notices the partition at its next metadata refresh (5 minutes by default).
+    """
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(client_id=f"{config.kafka.client_id}-admin", **config.kafka.client_options())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            topics = admin.describe_topics(list(names))
+            if all(t["error_code"] == 0 and t["partitions"] and all(p["leader_id"] >= 0 for p in t["partitions"])
+                   for t in topics):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay topics {', '.join(names)} have no leader after {timeout_s:.0f} s")
+            time.sleep(0.1)
+    finally:
+        admin.close()
+
+
 def _delete_topics(config: MonitorConfig, names: Sequence[str]) -> None:
     from kafka import KafkaAdminClient
 
@@ -180,6 +203,7 @@ def run_via_kafka(
              k.label_requests_topic]
     try:
         ensure_topics(k, names, partitions=1)
+        _wait_for_leaders(cfg, names)
     except KafkaError as err:
         raise RuntimeError(f"--via-kafka: cannot create the replay topics on {k.bootstrap_servers}: {err!r}") from err
     out = ReplayLog("kafka", extra={"topics_prefix": f"replay-{run_id}"})

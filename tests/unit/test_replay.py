@@ -158,14 +158,14 @@ def test_invalid_rows_are_reported_with_file_row_and_problem(tmp_path: Path) -> 
 
 
 # --- batching and pacing -------------------------------------------------------------------------------
-def test_batches_are_cut_by_size_labels_and_the_daemon_wait_when_paced() -> None:
+def test_batches_are_cut_by_size_labels_and_the_daemon_wait() -> None:
     from monitor.replay.feeds import parse_rows
 
     events = events_of(parse_rows(make_feed(minutes=10), "f"))  # 20 items, 30 s apart
-    unpaced = plan_batches(events, max_batch=8, with_labels=False)
-    assert [len(b.events) for b in unpaced] == [8, 8, 4]
-    paced = plan_batches(events, max_batch=8, with_labels=False, window_s=60.0)  # items 0, 30, 60 s: one batch
-    assert [len(b.events) for b in paced] == [3] * 6 + [2]
+    backlog = plan_batches(events, max_batch=8, with_labels=False)
+    assert [len(b.events) for b in backlog] == [8, 8, 4]
+    live = plan_batches(events, max_batch=8, with_labels=False, window_s=60.0)  # items 0, 30, 60 s: one batch
+    assert [len(b.events) for b in live] == [3] * 6 + [2]
     with_labels = plan_batches(events, max_batch=8, with_labels=True)
     assert sum(len(b.events) for b in with_labels) == len(events)
     flat = [e for b in with_labels for e in b.events]
@@ -217,7 +217,8 @@ def test_predictions_do_not_depend_on_batch_size_beyond_rounding(keyword_model: 
     feed = write_jsonl(make_feed(minutes=60), tmp_path / "feed.jsonl")
     frames = []
     for max_batch in (1, 64):
-        options = ReplayOptions(feeds=(feed,), out=tmp_path / str(max_batch), fmt="csv", progress=False)
+        options = ReplayOptions(feeds=(feed,), out=tmp_path / str(max_batch), fmt="csv", batching="backlog",
+                                progress=False)
         replay(config_for(keyword_model, max_batch=max_batch), options)
         frames.append(pd.read_csv(options.out / "predictions.csv"))
     small, large = frames
