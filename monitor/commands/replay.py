@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -81,8 +82,15 @@ def replay(args: argparse.Namespace) -> int:
         seed=args.seed, batching=args.batching, learn=config.learning.enabled if args.learn is None else args.learn,
         via_kafka=args.via_kafka, progress=not args.no_progress, keep_topics=args.keep_topics,
     )
+    def interrupt(_signum: int, _frame: object) -> None:  # SIGTERM like Ctrl-C: --via-kafka cleans up
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         summary = run_replay(config, options)
+    except KeyboardInterrupt:
+        print("monitor replay: interrupted; outputs are incomplete", file=sys.stderr)
+        return 130
     except FeedError as err:
         print(f"monitor replay: invalid feed:\n{err}", file=sys.stderr)
         return 2

@@ -114,6 +114,8 @@ def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:
     _seed(options.seed)
     if options.learn:
         config = _private_registry(config, out, options.seed)
+    else:  # pin the serving version: a registry's CURRENT may move during the replay (a live learner)
+        config = replace(config, model=replace(config.model, path=str(resolve_model_dir(config.model.path))))
     predictor, loaded = load_predictor(resolve_model_dir(config.model.path), config.model)
     rows = read_feeds(options.feeds, topics=loaded.meta.topics, sentiments=loaded.meta.sentiments,
                       max_text_chars=config.batch.max_text_chars)
