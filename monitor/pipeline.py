@@ -95,6 +95,7 @@ class Pipeline:
         scored = scorer.predict([item.text for item in items]) if items else []
         done = self._clock()
         predictions = []
+        alerts: list[Alert] = []
         for item, s, got in zip(items, scored, received_at, strict=True):
             at = item.published_at.timestamp()
             self.trends.update(f"topic:{s.topic}", at, s.sentiment)
@@ -103,6 +104,9 @@ class Pipeline:
                 if ticker in self.watch_tickers:
                     self.trends.update(f"ticker:{ticker}", at, s.sentiment)
                     self.surge.update("ticker", ticker, at, s.sentiment, item.id)
+            # Checked after every item, so alerts do not depend on where batches were cut
+            # (live batching, a replay's backlog batching and --via-kafka all agree).
+            alerts.extend(self.surge.check(scorer.version))
             predictions.append(
                 Prediction(
                     id=item.id,
@@ -120,5 +124,4 @@ class Pipeline:
                     text=item.text,
                 )
             )
-        alerts = self.surge.check(scorer.version) if items else []
         return BatchOutcome(predictions, alerts, scorer.version, done - started, self.trends.snapshot())

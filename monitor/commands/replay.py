@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batching", choices=("live", "backlog"), default="live",
                    help="live (default): micro-batches as a daemon forms them when the feed arrives in real time "
                         "(closed batch.max_wait_ms after their first item); backlog: always batch.max_batch items "
-                        "(faster, but surge alerts are checked only once per batch)")
+                        "(faster; alerts are checked per item either way)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     learn = p.add_mutually_exclusive_group()
     learn.add_argument("--learn", dest="learn", action="store_true", default=None,

@@ -1,8 +1,8 @@
 """How a replay cuts the event stream into micro-batches, and how it paces them.
 
 Both replay paths (direct and ``--via-kafka``) hand the pipeline the *same* batches, so their
-results agree exactly: surge alerts are checked once per batch, and the predictor pads per
-batch, so batch boundaries can move an alert or the fifth decimal of a probability.
+results agree exactly: the predictor pads per batch, so batch boundaries can move the fifth
+decimal of a probability (surge alerts are checked per item and do not depend on them).
 
 A batch is a run of consecutive events of one kind, as the daemon would poll it:
 
