@@ -1,0 +1,145 @@
+"""The continual-learning benchmark's machinery (bench/continual*.py) on a hand-made matrix and a tiny model.
+
+The metrics are checked against numbers worked out by hand; the runner runs every method end to
+end (base model, replays through the daemon's learner, joint retraining, summary, plots) on a
+tiny random BERT and a synthetic three-phase stream, in seconds.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.learn import TrainConfig
+from monitor.records import Example
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import continual  # noqa: E402
+from continual_metrics import (  # noqa: E402
+    average_accuracy,
+    average_accuracy_curve,
+    backward_transfer,
+    forgetting,
+    forgetting_curve,
+)
+from continual_plots import plot_all  # noqa: E402
+from continual_runs import METHODS, RunSettings, run_scenario  # noqa: E402
+from continual_scenarios import Phase, Scenario, Sizes  # noqa: E402
+from continual_stream import feed_rows  # noqa: E402
+
+# Rows: after phase i; columns: test set of phase j; None = not evaluated (not seen yet).
+R: list[list[float | None]] = [
+    [0.6, None, None, None],
+    [0.9, 0.7, None, None],
+    [0.8, 0.9, 0.5, None],
+    [0.4, 0.6, 0.6, 0.9],
+]
+
+
+def test_average_accuracy_is_the_mean_of_the_last_row_over_the_phases_seen() -> None:
+    assert average_accuracy(R) == pytest.approx((0.4 + 0.6 + 0.6 + 0.9) / 4)
+    assert average_accuracy(R, after=1) == pytest.approx((0.9 + 0.7) / 2)
+    assert average_accuracy_curve(R) == pytest.approx([0.6, 0.8, (0.8 + 0.9 + 0.5) / 3, 0.625])
+
+
+def test_forgetting_takes_the_best_earlier_accuracy_after_learning_each_phase() -> None:
+    # phase 1: best 0.9 (after phase 2), now 0.4; phase 2: best 0.9 (after phase 3), now 0.6;
+    # phase 3: best 0.5, now 0.6 (an improvement counts as -0.1).
+    assert forgetting(R) == pytest.approx((0.5 + 0.3 - 0.1) / 3)
+    assert forgetting_curve(R) == pytest.approx([0.0, (0.6 - 0.9), ((0.9 - 0.8) + (0.7 - 0.9)) / 2, 0.7 / 3])
+    # Lopez-Paz & Ranzato's backward transfer compares with the accuracy right after learning instead.
+    assert backward_transfer(R) == pytest.approx(((0.4 - 0.6) + (0.6 - 0.7) + (0.6 - 0.5)) / 3)
+
+
+def test_metrics_refuse_a_matrix_with_a_seen_phase_missing() -> None:
+    with pytest.raises(ValueError, match=r"\[1\]\[0\]"):
+        forgetting([[0.9, None], [None, 0.8]])
+    with pytest.raises(ValueError, match="square"):
+        average_accuracy([[0.9, None]])
+
+
+def test_sizes_scale_every_count_but_the_number_of_chunks() -> None:
+    half = Sizes().scaled(0.5)
+    assert (half.news_stream, half.topic_test, half.chunks) == (125, 8, 5)
+
+
+# --- end to end on a tiny model --------------------------------------------------------------------------
+WORDS = {  # each phase reads sentiment from its own words: a model trained on phase 1 is wrong on the others
+    1: {"positive": ("rises", "gains"), "negative": ("falls", "drops"), "neutral": ("holds", "steady")},
+    2: {"positive": ("soars", "jumps"), "negative": ("plunges", "slides"), "neutral": ("today", "flat")},
+    3: {"positive": ("bullish", "beats"), "negative": ("bearish", "misses"), "neutral": ("week", "month")},
+}
+
+
+def _examples(phase: int, n: int, seed: int) -> tuple[Example, ...]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        sentiment = rng.choice(("positive", "negative", "neutral"))
+        words = [rng.choice(("oil", "bank", "apple")), rng.choice(WORDS[phase][sentiment]), rng.choice(("the", "on"))]
+        out.append(Example(" ".join(words), sentiment=sentiment, source=f"wire{phase}"))
+    return tuple(out)
+
+
+def test_every_method_runs_end_to_end_on_a_tiny_model(tiny_backbone: Path, tmp_path: Path) -> None:
+    phases = tuple(Phase(f"p{p}", _examples(p, 40, p), _examples(p, 15, 100 + p)) for p in (1, 2, 3))
+    scenario = Scenario("t", "tiny three-phase shift", "sentiment", phases)
+    rows = feed_rows(scenario, seed=0)
+    assert len(rows) == 80 and rows[0]["id"] == "p2-00000" and rows[-1]["id"] == "p3-00039"
+    assert all(6 * 3600 <= r["label_delay_s"] <= 11.5 * 3600 for r in rows)
+
+    fast = {"epochs": 2, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0,
+            "max_length": 16, "buffer_size": 100}
+    rs = RunSettings(
+        base=TrainConfig(epochs=4, batch_size=16, lr_encoder=3e-3, lr_head=1e-2, max_length=16, device="cpu"),
+        learner={**continual.LEARNER, **fast},
+        methods={**continual.METHOD_SETTINGS, "replay_distill": {"method": "replay_distill", "freeze_layers": 1}},
+        max_length=16, device="cpu",
+    )
+    ticks: list[str] = []
+    bases: dict[str, Any] = {}
+    base, runs = run_scenario(scenario, METHODS, tiny_backbone, rs, tmp_path / "work", bases=bases,
+                              tick=ticks.append)
+    assert list(runs) == list(METHODS)
+    assert len(ticks) == 1 + 1 + 4 + 2  # base, static, four learner methods, joint at two boundaries
+    for name, run in runs.items():
+        assert len(run.accuracy) == 3 and all(len(row) == 3 for row in run.accuracy)
+        assert all(run.accuracy[i][j] is None for i in range(3) for j in range(3) if j > i), name
+        assert all(run.accuracy[i][j] is not None for i in range(3) for j in range(3) if j <= i), name
+        assert run.prequential[0] is None and None not in run.prequential[1:], name
+        assert len(run.updates) == (0 if name == "static" else 2), name
+    assert runs["static"].accuracy[2][0] == runs["static"].accuracy[0][0]  # never retrained
+    for name in ("naive", "replay", "replay_distill", "ewc"):
+        assert [u.outcome for u in runs[name].updates] == ["promoted", "promoted"], name
+        assert runs[name].replay["learning"]["training_runs"] == {"promoted": 2}
+        assert all(u.examples_trained > 0 for u in runs[name].updates)
+    assert all(u.teacher_forwards > 0 for u in runs["replay_distill"].updates)
+    assert all(u.teacher_forwards == 0 for u in runs["replay"].updates)
+    # replay trains on the new window plus as many replayed examples; naive on the new window only
+    assert runs["replay"].updates[0].train_examples > 1.5 * runs["naive"].updates[0].train_examples
+    # joint retrains on everything seen: phases 1-2, then 1-3
+    assert runs["joint"].updates[1].train_examples > runs["joint"].updates[0].train_examples
+
+    # A second scenario with the same phase 1 reuses the base model, but scores it on its own test sets.
+    twice = (phases[0], Phase("p1 again", phases[1].stream, phases[0].test))
+    again = Scenario("u", "phase 1 twice", "sentiment", twice)
+    shared, static_only = run_scenario(again, ["static"], tiny_backbone, rs, tmp_path / "work", bases=bases)
+    assert shared is base and len(ticks) == 8  # no second base model
+    assert static_only["static"].accuracy[1] == [runs["static"].accuracy[0][0]] * 2
+
+    block = continual.summarize(scenario, base, runs)
+    assert set(block["methods"]) == set(METHODS)
+    assert block["methods"]["joint"]["time_vs_joint"] == 1.0
+    assert block["methods"]["static"]["examples_trained"] == 0
+    assert block["methods"]["static"]["forgetting"] == 0.0
+    for m in block["methods"].values():
+        assert len(m["forgetting_curve"]) == 3 and m["forgetting_curve"][0] == 0.0
+    paths = plot_all({"t": block}, tmp_path / "plots")
+    assert [p.name for p in paths] == ["continual_matrices.png", "continual_summary.png", "continual_curves.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
