@@ -148,7 +148,7 @@ class TrainSettings:
     """Passes over the training set (early stopping may end sooner)."""
     batch_size: int = 16
     """Training batch size."""
-    lr_encoder: float = 5e-5
+    lr_encoder: float = 1e-4
     """Peak learning rate of the unfrozen encoder layers."""
     lr_head: float = 1e-3
     """Peak learning rate of the heads."""
