@@ -47,7 +47,7 @@ FILES = {
 PHRASEBANK = TrainConfig(
     epochs=3, batch_size=16, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, patience=2, max_seconds=480
 )
-TWITTER = TrainConfig(epochs=1, batch_size=32, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, max_seconds=1500)
+TWITTER = TrainConfig(epochs=3, batch_size=32, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, max_seconds=2100)
 
 
 def data_dir() -> Path:

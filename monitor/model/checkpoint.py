@@ -129,6 +129,10 @@ def save_checkpoint(
         model.encoder.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         _write_meta(tmp / META_FILE, meta)
+        # mkdtemp makes the directory private (0700); a checkpoint is meant to be read by other processes.
+        for item in tmp.iterdir():
+            item.chmod(0o644)
+        tmp.chmod(0o755)
         _fsync_dir(tmp)
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))

@@ -55,6 +55,11 @@ def test_round_trip_gives_identical_predictions(saved: tuple[Path, MultiTaskClas
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
 
 
+def test_checkpoint_is_readable_by_others(saved: tuple[Path, MultiTaskClassifier]) -> None:
+    assert saved[0].stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in saved[0].iterdir())
+
+
 def test_meta_json_is_plain_json(saved: tuple[Path, MultiTaskClassifier]) -> None:
     body = json.loads((saved[0] / "meta.json").read_text())
     assert body["topics"] == list(TOPICS) and body["format"] == 1
