@@ -39,6 +39,7 @@ __all__ = [
     "ModelConfig",
     "MonitorConfig",
     "describe_keys",
+    "field_docs",
     "load_config",
 ]
 
@@ -244,21 +245,27 @@ class MonitorConfig:
         return out
 
 
-def describe_keys() -> list[tuple[str, str, str]]:
-    """``(section.key, default, description)`` for every setting, from the field docstrings."""
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a settings dataclass (``""`` where a field has none)."""
     import ast
     import inspect
 
+    body = ast.parse(inspect.getsource(cls)).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs: dict[str, str] = {}
+    for node, following in zip(body.body, [*body.body[1:], None], strict=True):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+            docs[node.target.id] = str(following.value.value) if is_doc else ""  # type: ignore[union-attr]
+    return docs
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """``(section.key, default, description)`` for every setting, from the field docstrings."""
     rows = []
     for section in dataclasses.fields(MonitorConfig):
         cls = typing.get_type_hints(MonitorConfig)[section.name]
-        body = ast.parse(inspect.getsource(cls)).body[0]
-        assert isinstance(body, ast.ClassDef)
-        docs: dict[str, str] = {}
-        for node, following in zip(body.body, [*body.body[1:], None], strict=True):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                docs[node.target.id] = str(following.value.value) if is_doc else ""  # type: ignore[union-attr]
+        docs = field_docs(cls)
         defaults = cls()
         for f in dataclasses.fields(cls):
             value = getattr(defaults, f.name)

@@ -17,15 +17,13 @@ building the detector once.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.config import ConfigError
+from monitor.config import ConfigError, field_docs
 from monitor.drift.detectors import is_binary, make_detector
 from monitor.drift.signals import LABEL_FREE_SIGNALS
 
@@ -253,13 +251,7 @@ def describe_settings() -> list[tuple[str, str, str]]:
     """``(key, default, meaning)`` of every setting, from the field docstrings (for the docs)."""
     rows = []
     for cls in _GROUPS.values():
-        body = ast.parse(inspect.getsource(cls)).body[0]
-        assert isinstance(body, ast.ClassDef)
-        docs: dict[str, str] = {}
-        for node, following in zip(body.body, [*body.body[1:], None], strict=True):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                docs[node.target.id] = str(following.value.value) if is_doc else ""  # type: ignore[union-attr]
+        docs = field_docs(cls)
         defaults = cls()
         for f in dataclasses.fields(cls):
             value = getattr(defaults, f.name)
