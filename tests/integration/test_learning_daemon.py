@@ -10,7 +10,6 @@ carry the new version and read regime B correctly.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import pytest
 import torch
 from kafka_io import consume, produce
 from prometheus_client import CollectorRegistry
+from regimes import TOPICS, stream
 from transformers import AutoTokenizer
 
 from monitor.app import Monitor
@@ -36,16 +36,6 @@ from monitor.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
-TOPICS = ("Energy", "Financials", "Tech")
-SUBJECTS = {"Energy": ("oil", "gas", "energy"), "Financials": ("bank", "banks", "credit"),
-            "Tech": ("apple", "microsoft", "google")}
-KEYWORDS = {
-    "A": {"positive": ("rises", "gains", "beats", "upgrade"), "negative": ("falls", "drops", "misses", "downgrade"),
-          "neutral": ("hold", "week")},
-    "B": {"positive": ("soars", "surges", "jumps", "bullish"), "negative": ("plunges", "slides", "bearish", "lowers"),
-          "neutral": ("today", "month")},
-}
-FILLER = ("the", "shares", "stock", "price", "market", "after", "on", "news", "investors", "trading")
 SETTINGS: dict[str, Any] = {
     "epochs": 12, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0, "patience": 3,
     "freeze_embeddings": False, "distill_weight": 0.2, "replay_ratio": 2.0, "max_length": 16, "buffer_size": 400,
@@ -57,14 +47,8 @@ SETTINGS: dict[str, Any] = {
 
 def rows(regime: str, n: int, seed: int) -> list[dict[str, str]]:
     """Input messages with their labels: topic from the subject, sentiment from the regime's keywords."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        topic, sentiment = rng.choice(TOPICS), rng.choice(("positive", "negative", "neutral"))
-        words = [rng.choice(SUBJECTS[topic]), *rng.sample(FILLER, rng.randint(0, 2)),
-                 rng.choice(KEYWORDS[regime][sentiment]), *rng.sample(FILLER, rng.randint(0, 2))]
-        out.append({"id": f"{regime}{seed}-{i:04d}", "text": " ".join(words), "topic": topic, "sentiment": sentiment})
-    return out
+    return [{"id": f"{regime}{seed}-{i:04d}", "text": e.text, "topic": e.topic or "", "sentiment": e.sentiment or ""}
+            for i, e in enumerate(stream(regime, n, seed))]
 
 
 def item(row: dict[str, str]) -> dict[str, Any]:

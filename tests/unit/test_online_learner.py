@@ -14,13 +14,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
+from regimes import START, TOPICS, stream
 from transformers import AutoTokenizer
 
 from monitor.config import ConfigError, load_config
@@ -34,35 +34,12 @@ from monitor.records import Example, Label, NewsItem, Prediction
 from monitor.registry import ModelRegistry
 from monitor.serving import load_predictor
 
-TOPICS = ("Energy", "Financials", "Tech")
-SUBJECTS = {"Energy": ("oil", "gas", "energy"), "Financials": ("bank", "banks", "credit"),
-            "Tech": ("apple", "microsoft", "google")}
-KEYWORDS = {
-    "A": {"positive": ("rises", "gains", "beats", "upgrade"), "negative": ("falls", "drops", "misses", "downgrade"),
-          "neutral": ("hold", "week")},
-    "B": {"positive": ("soars", "surges", "jumps", "bullish"), "negative": ("plunges", "slides", "bearish", "lowers"),
-          "neutral": ("today", "month")},
-}
-FILLER = ("the", "shares", "stock", "price", "market", "after", "on", "news", "investors", "trading")
-START = datetime(2026, 3, 2, 9, tzinfo=UTC)
 #: Fast settings for the tiny model (2 layers, hidden 32): high learning rates, nothing frozen but embeddings.
 FAST: dict[str, Any] = {
     "epochs": 8, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0, "patience": 2,
     "distill_weight": 0.2, "max_length": 16, "buffer_size": 400, "cooldown_s": 0, "min_gate_examples": 10,
     "min_stratum_examples": 10, "max_training_s": 60,
 }
-
-
-def stream(regime: str, n: int, seed: int, offset: int = 0) -> list[Example]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        topic, sentiment = rng.choice(TOPICS), rng.choice(("positive", "negative", "neutral"))
-        words = [rng.choice(SUBJECTS[topic]), *rng.sample(FILLER, rng.randint(0, 2)),
-                 rng.choice(KEYWORDS[regime][sentiment]), *rng.sample(FILLER, rng.randint(0, 2))]
-        out.append(Example(" ".join(words), topic=topic, sentiment=sentiment, source="wire",
-                           id=f"{regime}{seed}-{i}", time=START + timedelta(seconds=offset + i)))
-    return out
 
 
 @pytest.fixture(scope="module")

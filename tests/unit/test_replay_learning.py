@@ -1,8 +1,8 @@
 """Replay with a learner: labels reach it at published_at + label_delay_s of event time, never earlier;
 the daemon's online learner drifts, retrains, promotes and swaps at fixed points of the stream.
 
-The learning scenario is the one of tests/unit/test_online_learner.py (its stream builder and
-fast settings): a tiny model trained on regime A meets regime B's new sentiment keywords.
+The learning scenario is the one of tests/unit/test_online_learner.py (tests/support/regimes.py
+and its fast settings): a tiny model trained on regime A meets regime B's new sentiment keywords.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from test_online_learner import FAST, START, TOPICS, stream
+from regimes import START, TOPICS, stream
+from test_online_learner import FAST
 from test_replay import config_for, keyword_checkpoint, make_feed, write_jsonl
 
 from monitor.config import BatchConfig, LearningConfig, ModelConfig, MonitorConfig
