@@ -6,7 +6,8 @@ Statistics, per key, at event time ``now`` (the watermark, ``monitor.watermark``
 - ``baseline``: the negative share over the ``baseline_seconds`` before that window
   (``default_baseline`` until that span holds ``min_baseline_count`` items);
 - raise threshold ``max(baseline * ratio, baseline + min_delta)``; clear threshold
-  ``baseline * clear_ratio``.
+  ``max(baseline * clear_ratio, baseline + clear_delta)`` (the delta keeps it above the noise of
+  a small share: with a baseline of 0.1 and 15 items a window, 2 negatives are 0.133).
 
 The state machine (this is the one place it is written down; checked after every item):
 
@@ -14,6 +15,9 @@ The state machine (this is the one place it is written down; checked after every
 
 - *raise*: ``count >= min_count`` and ``share >= raise threshold``, and the key is not cooling
   down. Emits a ``raised`` Alert; the alert is active from ``now``.
+- while ACTIVE, the baseline (and so both thresholds) stays at its value when the alert was
+  raised: the surge's own items, as they move into the baseline span, must not raise the bar the
+  surge is measured against (otherwise an hour-long surge clears itself after one window);
 - while ACTIVE, the *clear condition* is ``share < clear threshold`` or ``count < min_count``
   (a volume drop). ``clear_since`` is the first check at which it held; any check at which it
   does not hold resets it.
@@ -62,6 +66,7 @@ class _KeyState:
     recent: RollingCounts
     history: RollingCounts  # recent + baseline span; baseline = history minus recent
     active_since: float | None = None
+    frozen_baseline: float = 0.0  # the baseline when the alert was raised (used while active)
     clear_since: float | None = None
     quiet_until: float = float("-inf")
     last: tuple[int, float, float, bool] | None = None  # the last traced (count, share, baseline, active)
@@ -106,7 +111,8 @@ class SurgeDetector:
     def thresholds(self, baseline: float) -> tuple[float, float]:
         """``(raise threshold, clear threshold)`` of the negative share for ``baseline``."""
         cfg = self.config
-        return max(baseline * cfg.ratio, baseline + cfg.min_delta), baseline * cfg.clear_ratio
+        return (max(baseline * cfg.ratio, baseline + cfg.min_delta),
+                max(baseline * cfg.clear_ratio, baseline + cfg.clear_delta))
 
     def check(self, model_version: str, now: float) -> list[Alert]:
         """Evaluate every key at event time ``now``; return raised and cleared alerts (module docstring)."""
@@ -117,11 +123,11 @@ class SurgeDetector:
             state.history.expire(now)
             share = state.recent.share("negative")
             count = state.recent.count
-            baseline = self._baseline(state)
+            baseline = self._baseline(state) if state.active_since is None else state.frozen_baseline
             raise_at, clear_at = self.thresholds(baseline)
             if state.active_since is None:
                 if count >= cfg.min_count and share >= raise_at and now >= state.quiet_until:
-                    state.active_since, state.clear_since = now, None
+                    state.active_since, state.clear_since, state.frozen_baseline = now, None, baseline
                     changes.append(self._alert("raised", scope, key, state, share, baseline, now, model_version))
             else:
                 volume_low = count < cfg.min_count

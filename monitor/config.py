@@ -189,7 +189,9 @@ class AlertConfig:
     min_delta: float = 0.15
     """... and share - baseline >= min_delta."""
     clear_ratio: float = 1.3
-    """Clear when share < baseline * clear_ratio (or volume < min_count)."""
+    """The clear condition: share < max(baseline * clear_ratio, baseline + clear_delta), or volume < min_count."""
+    clear_delta: float = 0.05
+    """See clear_ratio: keeps the clear threshold above the noise of a small baseline (<= min_delta)."""
     cooldown_seconds: float = 1800.0
     """Quiet time for a key after its alert clears."""
     default_baseline: float = 0.2
@@ -211,6 +213,7 @@ class AlertConfig:
         _check(1.0 <= self.clear_ratio <= self.ratio, "alerts.clear_ratio", "must be in 1..ratio")
         _check(0.0 <= self.default_baseline <= 1.0, "alerts.default_baseline", "must be in 0..1")
         _check(self.min_count >= 1, "alerts.min_count", "must be >= 1")
+        _check(0.0 <= self.clear_delta <= self.min_delta, "alerts.clear_delta", "must be in 0..alerts.min_delta")
         _check(self.hold_seconds >= 0 and self.clear_seconds >= 0, "alerts.hold_seconds",
                "hold_seconds and clear_seconds must be >= 0")
         _check(0 <= self.watermark_outliers < self.watermark_sample, "alerts.watermark_outliers",

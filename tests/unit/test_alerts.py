@@ -73,7 +73,7 @@ def test_cooldown_suppresses_an_immediate_second_alert() -> None:
     _, t = feed(tr, 0.0, 3600, 10, 10)
     first, t = feed(tr, t, 900, 10, 1)
     assert [a.state for a in first] == ["raised"]
-    quiet, t = feed(tr, t, 610, 10, 10)
+    quiet, t = feed(tr, t, 900, 10, 10)
     assert [a.state for a in quiet] == ["cleared"]
     again, _ = feed(tr, t, 120, 5, 1)  # a new burst inside the cool-down
     assert again == []
@@ -141,7 +141,7 @@ def test_a_volume_drop_alone_ends_an_alert_only_after_clear_seconds() -> None:
     surge, t = feed(tr, t, 900, 10, 1)
     assert [a.state for a in surge] == ["raised"]
     # Energy news stops; Macro news keeps the clock running and Energy's window empties.
-    other, end = feed(tr, t, 3600, 10, 10, key="Macro")
+    other, _ = feed(tr, t, 3600, 10, 10, key="Macro")
     cleared = [a for a in other if a.key == "Energy"]
     assert [a.state for a in cleared] == ["cleared"] and cleared[0].cleared_by == "volume"
     from datetime import datetime
@@ -152,11 +152,25 @@ def test_a_volume_drop_alone_ends_an_alert_only_after_clear_seconds() -> None:
     assert at - low < 1200.0 + 30  # ... and it cleared at the first check after that
 
 
+def test_a_long_surge_does_not_clear_itself_through_its_own_baseline() -> None:
+    """An hour of negative news in a quiet key: after one window the surge's items enter the baseline
+    span; a baseline that followed them would put the clear threshold above the surge (the sample feed's
+    Energy alert cleared 40 minutes into its hour). The baseline is frozen while the alert is active."""
+    cfg = AlertConfig(**{**CFG.__dict__, "min_baseline_count": 50})
+    tr = tracker(cfg)
+    _, t = feed(tr, 0.0, 3600, 120, 10)  # 30 calm items: fewer than min_baseline_count, default baseline
+    surge, t = feed(tr, t, 3600, 20, 1)  # an hour of negative items, 3 a minute
+    assert [a.state for a in surge] == ["raised"]
+    after, _ = feed(tr, t, 3600, 120, 10)
+    assert [a.state for a in after] == ["cleared"]
+    assert after[0].baseline_share == surge[0].baseline_share  # the thresholds it was raised on
+
+
 def test_stats_trace_follows_the_alert() -> None:
     rows: list[SurgeStats] = []
     tr = tracker(on_stats=rows.append)
     _, t = feed(tr, 0.0, 3600, 10, 10)
-    surge, t = feed(tr, t, 900, 10, 1)
+    feed(tr, t, 900, 10, 1)
     energy = [r for r in rows if r.key == "Energy"]
     assert energy and all(r.scope == "topic" for r in energy)
     first_active = next(r for r in energy if r.active)
