@@ -181,3 +181,35 @@ def test_adaptive_batch_returns_once_caught_up(adaptive: bool, caught_up: bool, 
     assert len(batch) == 3
     # Waiting means polling (10 ms each on this clock) until max_wait_ms has passed.
     assert (consumer.polls >= 20) if waits else (consumer.polls == 1)
+
+
+def test_daemon_exports_padding_truncation_and_backend(tiny_backbone: Path) -> None:
+    from fakes import FakeProducer, RecordingSource, raw_message
+    from prometheus_client import CollectorRegistry
+
+    from monitor.app import Monitor
+    from monitor.config import load_config
+    from monitor.metrics import Metrics
+    from monitor.stream.sink import KafkaSink
+
+    long_text = " ".join(TEXTS)  # far beyond 16 tokens: cut
+    texts = [*TEXTS, long_text]
+    messages = [raw_message(json.dumps({"id": f"n{i}", "text": t, "source": "wire",
+                                        "published_at": "2026-03-02T09:00:00Z"}).encode(), i)
+                for i, t in enumerate(texts)]
+    cfg = load_config(None, env={"MONITOR__KAFKA__INPUT_TOPICS": "news", "MONITOR__KAFKA__OUTPUT_TOPIC": "out"})
+    producer = FakeProducer()
+    predictor = _predictor(tiny_backbone, max_length=16, max_tokens=48)
+    registry = CollectorRegistry()
+    source = RecordingSource(messages)
+    monitor = Monitor(cfg, metrics=Metrics(registry), scorer=predictor, source=source,  # type: ignore[arg-type]
+                      sink=KafkaSink(cfg.kafka, producer_factory=lambda **kw: producer))
+    monitor.handle(source.next_batch(64, 0))
+    stats = predictor.last_stats
+    value = registry.get_sample_value
+    assert value("monitor_inference_token_slots_total", {"kind": "real"}) == stats.tokens
+    assert value("monitor_inference_token_slots_total", {"kind": "padding"}) == stats.padded_tokens - stats.tokens
+    assert value("monitor_inference_padding_share") == pytest.approx(stats.padding_share)
+    assert value("monitor_truncated_texts_total") == stats.truncated >= 1
+    assert value("monitor_inference_backend_info", {"backend": "torch", "threads": str(torch.get_num_threads()),
+                                                    "max_tokens": "48", "batch_size": "32", "max_length": "16"}) == 1
