@@ -79,18 +79,19 @@ def pct(values: list[float], q: float) -> float:
 
 # --- forward only -------------------------------------------------------------------------------------
 def forward_only(model_dir: Path, texts: list[str], seed_texts: int, poll: int, rounds: int,
-                 int8_ok: bool) -> dict[str, Any]:
+                 int8_ok: bool, max_length: int) -> dict[str, Any]:
     from monitor.config import ModelConfig
     from monitor.model.predictor import Predictor
     from monitor.serving import load_predictor
 
     torch.set_num_threads(1)
-    settings = ModelConfig(path=str(model_dir), device="cpu", threads=1, max_length=64)
+    settings = ModelConfig(path=str(model_dir), device="cpu", threads=1, max_length=max_length)
     onnx, loaded = load_predictor(model_dir, settings)
     ours_torch, _ = load_predictor(model_dir, ModelConfig(path=str(model_dir), device="cpu", threads=1,
-                                                          max_length=64, backend="torch"))
-    baseline = Predictor(loaded.model, loaded.tokenizer, "a361fcd-style", device="cpu", max_length=64, batch_size=32)
-    int8 = _int8_predictor(model_dir, loaded) if int8_ok else None
+                                                          max_length=max_length, backend="torch"))
+    baseline = Predictor(loaded.model, loaded.tokenizer, "a361fcd-style", device="cpu", max_length=max_length,
+                         batch_size=32)
+    int8 = _int8_predictor(model_dir, loaded, max_length) if int8_ok else None
     tokenizer, model = loaded.tokenizer, loaded.model
 
     def seed_loop(sample: list[str]) -> None:
@@ -135,15 +136,15 @@ def forward_only(model_dir: Path, texts: list[str], seed_texts: int, poll: int, 
             "padding_share": padding, "texts": len(texts), "seed_loop_texts": seed_texts}
 
 
-def _int8_predictor(model_dir: Path, loaded: Any) -> Any:
+def _int8_predictor(model_dir: Path, loaded: Any, max_length: int) -> Any:
     from monitor.model.backends import _open_onnx
     from monitor.model.onnx_export import read_record
     from monitor.model.onnx_int8 import quantize
     from monitor.model.predictor import Predictor
 
     def make(backend: Any) -> Predictor:
-        return Predictor(loaded.model, loaded.tokenizer, "int8", max_length=64, batch_size=32, max_tokens=256,
-                         backend=backend)
+        return Predictor(loaded.model, loaded.tokenizer, "int8", max_length=max_length, batch_size=32,
+                         max_tokens=256, backend=backend)
 
     record = read_record(model_dir)
     assert record is not None and record.accepted, "no accepted ONNX export"
@@ -155,12 +156,13 @@ def _int8_predictor(model_dir: Path, loaded: Any) -> Any:
     return make(_open_onnx(model_dir, "onnx-int8", 1))
 
 
-def int8_report(model_dir: Path, tests: dict[str, list[Example]]) -> dict[str, Any]:
+def int8_report(model_dir: Path, tests: dict[str, list[Example]], max_length: int) -> dict[str, Any]:
     from monitor.config import ModelConfig
     from monitor.serving import load_predictor
 
-    fp32, loaded = load_predictor(model_dir, ModelConfig(path=str(model_dir), device="cpu", threads=1, max_length=64))
-    int8 = _int8_predictor(model_dir, loaded)
+    fp32, loaded = load_predictor(model_dir, ModelConfig(path=str(model_dir), device="cpu", threads=1,
+                                                         max_length=max_length))
+    int8 = _int8_predictor(model_dir, loaded, max_length)
     out: dict[str, Any] = {}
     for name, examples in tests.items():
         head = "sentiment" if "sentiment" in name else "topic"
@@ -181,7 +183,7 @@ class Daemon:
     """``monitor run`` from ``code`` (a source tree) as a subprocess, on its own fresh topics."""
 
     def __init__(self, name: str, code: Path, bootstrap: str, model: Path, work: Path, extra_model: dict[str, Any],
-                 max_batch: int) -> None:
+                 max_batch: int, max_length: int) -> None:
         self.name, self.code, self.bootstrap = name, code, bootstrap
         tag = f"{name}-{uuid.uuid4().hex[:6]}"
         self.input, self.output = f"in-{tag}", f"out-{tag}"
@@ -191,7 +193,7 @@ class Daemon:
                       "labels_topic": f"labels-{tag}", "label_requests_topic": f"lr-{tag}", "group_id": tag,
                       "topic_partitions": 1},
             "batch": {"max_batch": max_batch, "max_wait_ms": 200},
-            "model": {"path": str(model), "device": "cpu", "threads": 1, "max_length": 64, **extra_model},
+            "model": {"path": str(model), "device": "cpu", "threads": 1, "max_length": max_length, **extra_model},
             "metrics": {"port": 0},
             "logging": {"level": "WARNING"},
         }
@@ -362,10 +364,16 @@ def main(argv: list[str] | None = None) -> int:
                               "machine": {"cpus": os.cpu_count(), "load_1m_start": os.getloadavg()[0],
                                           "torch_threads": 1},
                               "settings": {k: str(v) for k, v in vars(args).items()}}
-    print(f"forward only: {args.forward_texts} texts, {args.rounds} rounds ...", flush=True)
-    report["forward_only"] = forward_only(model, texts[: args.forward_texts], 150, args.poll, args.rounds, True)
+    # One truncation length for every variant: the checkpoint's (the daemon of this tree serves with it).
+    from monitor.model.checkpoint import CheckpointMeta
+
+    max_length = CheckpointMeta.from_dict(json.loads((model / "meta.json").read_text())).max_length
+    report["settings"]["max_length"] = str(max_length)
+    print(f"forward only: {args.forward_texts} texts, {args.rounds} rounds, max_length {max_length} ...", flush=True)
+    report["forward_only"] = forward_only(model, texts[: args.forward_texts], 150, args.poll, args.rounds, True,
+                                          max_length)
     print(json.dumps(report["forward_only"]["msg_per_s_best"]), flush=True)
-    report["int8_twitter_test"] = int8_report(model, {k: test for k, (_, test) in data.items()})
+    report["int8_twitter_test"] = int8_report(model, {k: test for k, (_, test) in data.items()}, max_length)
     print(json.dumps(report["int8_twitter_test"]), flush=True)
     labels_dir = _labelled_state(work, {k: val for k, (val, _) in data.items()})
     extra = {"baseline": {}, "torch": {"backend": "torch"}, "onnx": {"backend": "auto"},
@@ -375,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for v in variants:
                 code = args.baseline if v == "baseline" else ROOT
-                daemon = Daemon(v, code, broker.bootstrap, model, work, extra[v], args.poll)
+                daemon = Daemon(v, code, broker.bootstrap, model, work, extra[v], args.poll, max_length)
                 result = end_to_end(daemon, texts, args.paced_s, timeout_s=900)
                 runs[v].append(result)
                 print(f"round {r + 1} {v}: {result['msg_per_s']} msg/s, start {result['startup_s']} s, "
