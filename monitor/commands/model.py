@@ -23,6 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add = sub.add_parser("add", help="copy a checkpoint into the registry (and --promote it)")
     add.add_argument("checkpoint", type=Path)
     add.add_argument("--promote", action="store_true", help="make it the serving version")
+    add.add_argument("--replay-from", metavar="FILE[:FORMAT]",
+                     help="labelled training data of a model trained elsewhere: seeds the replay buffer")
+    add.add_argument("--replay-per-class", type=int, default=100, metavar="N",
+                     help="with --replay-from: examples per class taken (default: %(default)s)")
     add.set_defaults(func=add_version)
     rb = sub.add_parser("rollback", help="serve an earlier VERSION again (running daemons swap to it)")
     rb.add_argument("version")
@@ -49,11 +53,13 @@ def list_versions(args: argparse.Namespace) -> int:
 
 
 def add_version(args: argparse.Namespace) -> int:
+    from monitor.learn.warmstart import read_replay_file, seed_registry
     from monitor.model.checkpoint import CheckpointError, load_checkpoint
 
     try:
         meta = load_checkpoint(args.checkpoint).meta  # validates it before it enters the registry
-    except CheckpointError as err:
+        replay = read_replay_file(args.replay_from, meta.topics) if args.replay_from else None
+    except (CheckpointError, ValueError, OSError) as err:
         print(f"monitor model add: {err}", file=sys.stderr)
         return 2
     registry = ModelRegistry(args.registry).init()
@@ -64,6 +70,8 @@ def add_version(args: argparse.Namespace) -> int:
         shutil.copytree(args.checkpoint, tmp)
         tmp.rename(dest)
         registry.record("added", meta.version, source=str(args.checkpoint))
+    added, buffer = seed_registry(registry.root, meta.version, replay_from=replay, per_class=args.replay_per_class)
+    print(f"replay buffer {buffer}: {added} examples of {meta.version}'s training data added")
     if args.promote:
         registry.set_current(meta.version, "promoted", reason="manual (monitor model add --promote)")
     print(f"{meta.version} {'serving' if args.promote else 'added'} in {args.registry}")
