@@ -2,9 +2,13 @@
 
 A config file is YAML with one section per component (``kafka``, ``batch``, ``model``,
 ``metrics``, ``alerts``, ``learning``, ``logging``). Any key can be overridden from the
-environment as ``MONITOR__<SECTION>__<KEY>`` (values parsed as YAML scalars), e.g.
-``MONITOR__KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Unknown sections or keys, wrong types and
-out-of-range values are rejected at start with a message naming the key.
+environment as ``MONITOR__<SECTION>__<KEY>``, e.g. ``MONITOR__KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+Environment values are read by pydantic-settings and stay the strings they are (never parsed as
+YAML: a password ``0123`` stays ``"0123"``); pydantic converts them to the field's type (``"16"``
+to 16, ``"true"`` to True, ``"a,b"`` to a tuple of topics; an empty value is None, "not set").
+Deeper keys use more ``__``: ``MONITOR__LEARNING__SETTINGS__DETECTOR=KSWIN``. Unknown sections or keys, wrong types
+and out-of-range values are rejected at start with a message naming the key. Secrets are
+``SecretStr``: their values appear in no message, no ``repr`` and no ``--check-config`` output.
 
     >>> cfg = load_config(None, env={"MONITOR__BATCH__MAX_BATCH": "16"})
     >>> cfg.batch.max_batch, cfg.kafka.input_topics
@@ -18,15 +22,16 @@ out-of-range values are rejected at start with a message naming the key.
 from __future__ import annotations
 
 import dataclasses
-import os
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, SecretStr, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 __all__ = [
     "AlertConfig",
@@ -44,7 +49,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "MONITOR__"
-_SECRET_KEYS = ("sasl_plain_password", "ssl_password", "sasl_oauth_token")
+_SECRET_KEYS = ("sasl_plain_password", "ssl_password")
+# Sections reject unknown keys (a typo is an error naming the key); a number in YAML is accepted
+# where a string is expected (``group_id: 7``).
+_SECTION = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class ConfigError(ValueError):
@@ -56,11 +64,24 @@ def _check(cond: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _split_commas(value: Any) -> Any:
+    """``"a, b"`` -> ``["a", "b"]`` (lists from the environment are comma-separated)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+IntList = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
+    __pydantic_config__ = _SECTION
+
     bootstrap_servers: str = "127.0.0.1:9092"
     """Comma-separated host:port list of the brokers."""
-    input_topics: tuple[str, ...] = ("news", "comments")
+    input_topics: StrList = ("news", "comments")
     """Topics carrying NewsItem JSON messages."""
     output_topic: str = "predictions"
     """One enriched result per input (key = item id)."""
@@ -76,32 +97,42 @@ class KafkaConfig:
     """Consumer group; instances with the same group share the input partitions."""
     client_id: str = "monitor"
     """Client id prefix shown in broker logs and quotas."""
+    group_instance_id: str | None = None
+    """Static membership id, unique per instance (e.g. pod name): a restart keeps its partitions at once."""
     auto_offset_reset: str = "earliest"
     """Where a new group starts: earliest or latest."""
     max_poll_interval_ms: int = 300_000
     """Max time between polls before the group evicts this member (>= 10000)."""
     session_timeout_ms: int = 45_000
     """Heartbeat session timeout of the consumer group."""
+    heartbeat_interval_ms: int = 3_000
+    """Heartbeat period of the consumer (below session_timeout_ms / 3)."""
     security_protocol: str = "PLAINTEXT"
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     sasl_mechanism: str | None = None
     """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI (with SASL_* protocols)."""
     sasl_plain_username: str | None = None
     """SASL user name."""
-    sasl_plain_password: str | None = None
-    """Secret: never logged."""
+    sasl_plain_password: SecretStr | None = None
+    """Secret: never logged or shown."""
     ssl_cafile: str | None = None
     """CA bundle (PEM) to verify the brokers."""
     ssl_certfile: str | None = None
     """Client certificate (PEM) for mutual TLS."""
     ssl_keyfile: str | None = None
     """Client private key (PEM) for mutual TLS."""
-    ssl_password: str | None = None
-    """Secret: never logged."""
+    ssl_password: SecretStr | None = None
+    """Secret: never logged or shown."""
     create_topics: bool = True
     """Create missing topics at start (needs the cluster's CreateTopics permission)."""
     topic_partitions: int = 3
     """Partitions of topics the monitor creates (upper bound on instances sharing the load)."""
+    replication_factor: int | None = None
+    """Replication factor of topics the monitor creates; empty = the broker's default.replication.factor."""
+    flush_timeout_s: float = 30.0
+    """One attempt to flush the outputs; on timeout the daemon retries (broker outage), it never exits."""
+    outage_backoff_max_s: float = 30.0
+    """Longest wait between two retries while the broker is unreachable (doubling from 0.5 s)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.bootstrap_servers.strip()), "kafka.bootstrap_servers", "must not be empty")
@@ -111,36 +142,52 @@ class KafkaConfig:
         _check(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
                "kafka.security_protocol", f"unknown protocol {self.security_protocol!r}")
         _check(self.max_poll_interval_ms >= 10_000, "kafka.max_poll_interval_ms", "must be >= 10000")
+        _check(self.heartbeat_interval_ms * 3 <= self.session_timeout_ms, "kafka.heartbeat_interval_ms",
+               "must be at most a third of kafka.session_timeout_ms")
+        _check(self.topic_partitions >= 1, "kafka.topic_partitions", "must be >= 1")
+        _check(self.replication_factor is None or self.replication_factor >= 1, "kafka.replication_factor",
+               "must be >= 1 (or empty for the broker's default)")
+        _check(self.flush_timeout_s > 0, "kafka.flush_timeout_s", "must be > 0")
+        _check(self.outage_backoff_max_s >= 0.5, "kafka.outage_backoff_max_s", "must be >= 0.5")
+        _check(self.group_instance_id is None or bool(self.group_instance_id.strip()), "kafka.group_instance_id",
+               "must not be blank")
 
     def client_options(self) -> dict[str, Any]:
-        """Security and identity options passed through to every kafka-python client."""
+        """Security and identity options passed through to every kafka-python client (secrets revealed)."""
         opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers.split(","),
                                 "security_protocol": self.security_protocol}
         for key in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile",
                     "ssl_certfile", "ssl_keyfile", "ssl_password"):
             value = getattr(self, key)
             if value is not None:
-                opts[key] = value
+                opts[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
         return opts
 
 
 @dataclass(frozen=True)
 class BatchConfig:
+    __pydantic_config__ = _SECTION
+
     max_batch: int = 64
     """Classify at most this many messages at once."""
     max_wait_ms: int = 200
     """... or whatever arrived within this time, whichever comes first."""
     max_text_chars: int = 20_000
     """Longer texts are dead-lettered with reason 'oversize'."""
+    max_future_skew_s: float = 3600.0
+    """published_at further than this ahead of the Kafka timestamp: dead-lettered 'bad_timestamp'."""
 
     def __post_init__(self) -> None:
         _check(self.max_batch >= 1, "batch.max_batch", f"must be >= 1, got {self.max_batch}")
         _check(self.max_wait_ms >= 0, "batch.max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
         _check(self.max_text_chars >= 1, "batch.max_text_chars", "must be >= 1")
+        _check(self.max_future_skew_s > 0, "batch.max_future_skew_s", "must be > 0")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    __pydantic_config__ = _SECTION
+
     path: str = "var/models"
     """A checkpoint directory, or a model registry directory (its 'current' version serves)."""
     device: str = "auto"
@@ -160,13 +207,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    __pydantic_config__ = _SECTION
+
     host: str = "127.0.0.1"
     """Address of the /metrics endpoint."""
     port: int = 9108
     """Port of the /metrics endpoint (0 disables it)."""
-    windows_seconds: tuple[int, ...] = (900, 3600)
+    windows_seconds: IntList = (900, 3600)
     """Rolling event-time windows of the sentiment index (label 'window' = e.g. '900s')."""
-    watch_tickers: tuple[str, ...] = ()
+    watch_tickers: StrList = ()
     """Tickers with their own sentiment index and surge alerts (bounded label set)."""
 
     def __post_init__(self) -> None:
@@ -178,6 +227,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class AlertConfig:
+    __pydantic_config__ = _SECTION
+
     window_seconds: float = 900.0
     """Event-time window in which the negative share is measured."""
     baseline_seconds: float = 6 * 3600.0
@@ -189,13 +240,23 @@ class AlertConfig:
     min_delta: float = 0.15
     """... and share - baseline >= min_delta."""
     clear_ratio: float = 1.3
-    """Clear when share < baseline * clear_ratio (or volume < min_count)."""
+    """The clear condition: share < max(baseline * clear_ratio, baseline + clear_delta), or volume < min_count."""
+    clear_delta: float = 0.05
+    """See clear_ratio: keeps the clear threshold above the noise of a small baseline (<= min_delta)."""
     cooldown_seconds: float = 1800.0
     """Quiet time for a key after its alert clears."""
     default_baseline: float = 0.2
     """Baseline used until the baseline span holds min_baseline_count items."""
     min_baseline_count: int = 50
     """Items the baseline span needs before its own share replaces default_baseline."""
+    hold_seconds: float = 1800.0
+    """A raised alert stays active at least this long (event time)."""
+    clear_seconds: float = 600.0
+    """The clear condition (share or volume) must hold this long (event time) before the alert clears."""
+    watermark_outliers: int = 3
+    """Items dated in the future, among the last watermark_sample, that cannot move the event-time clock."""
+    watermark_sample: int = 50
+    """Recent items over which the event-time clock (watermark) is taken."""
 
     def __post_init__(self) -> None:
         _check(self.window_seconds > 0, "alerts.window_seconds", "must be > 0")
@@ -203,18 +264,37 @@ class AlertConfig:
         _check(1.0 <= self.clear_ratio <= self.ratio, "alerts.clear_ratio", "must be in 1..ratio")
         _check(0.0 <= self.default_baseline <= 1.0, "alerts.default_baseline", "must be in 0..1")
         _check(self.min_count >= 1, "alerts.min_count", "must be >= 1")
+        _check(0.0 <= self.clear_delta <= self.min_delta, "alerts.clear_delta", "must be in 0..alerts.min_delta")
+        _check(self.hold_seconds >= 0 and self.clear_seconds >= 0, "alerts.hold_seconds",
+               "hold_seconds and clear_seconds must be >= 0")
+        _check(0 <= self.watermark_outliers < self.watermark_sample, "alerts.watermark_outliers",
+               "must be >= 0 and < alerts.watermark_sample")
 
 
 @dataclass(frozen=True)
 class LearningConfig:
+    __pydantic_config__ = _SECTION
+
     enabled: bool = False
     """Continual learning on labels from the stream (see README, 'Continual learning')."""
     settings: Mapping[str, Any] = field(default_factory=dict)
     """Learner settings (drift detector, replay buffer, training policy, gate)."""
+    label_store_path: str = "var/label-joins.sqlite"
+    """SQLite file (WAL) keeping the predictions that await their labels across restarts; empty = in memory only."""
+    label_retention_s: float = 48 * 3600.0
+    """A prediction waits this long for its label (by the time it was classified), then leaves the store."""
+    label_store_max_items: int = 2_000_000
+    """At most this many predictions wait in the store (the oldest leave first)."""
+
+    def __post_init__(self) -> None:
+        _check(self.label_retention_s > 0, "learning.label_retention_s", "must be > 0")
+        _check(self.label_store_max_items >= 1, "learning.label_store_max_items", "must be >= 1")
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
+    __pydantic_config__ = _SECTION
+
     level: str = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
     json: bool = False
@@ -228,6 +308,8 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -274,64 +356,84 @@ def describe_keys() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        _check(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
-        return tuple(_coerce(v, args[0], key) for v in value)
-    if annotation is bool:
-        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        _check(isinstance(value, str | int | float) and not isinstance(value, bool), key,
-               f"expected a string, got {value!r}")
-        return str(value)
-    if (origin is not None and issubclass(origin, Mapping)) or annotation is Mapping:
-        _check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
-        return dict(value)
-    return value
+class _Env(EnvSettingsSource):
+    """pydantic-settings' environment source reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        # An empty value means "not set" (None): ``MONITOR__KAFKA__REPLICATION_FACTOR=`` is the broker's default.
+        super().__init__(settings_cls, env_parse_none_str="")
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._env, False, False, self.env_parse_none_str)
 
 
-def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    _check(not unknown, f"{section}.{unknown[0] if unknown else ''}",
-           f"unknown key (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
-    return cls(**kwargs)
+class _Sources(BaseSettings):
+    """The raw settings: the YAML file's sections, then ``MONITOR__SECTION__KEY`` on top (deep merge)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      case_sensitive=False)
+    # Sections are kept raw here (strings stay strings); MonitorConfig validates them, once.
+    kafka: dict[str, Any] = {}
+    batch: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    alerts: dict[str, Any] = {}
+    learning: dict[str, Any] = {}
+    logging: dict[str, Any] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (_ENV_SOURCE.get(), init_settings)
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, text in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
-        if len(parts) != 2:
-            raise ConfigError(f"{name}: expected MONITOR__<SECTION>__<KEY>")
-        section, key = parts
-        out.setdefault(section, {})[key] = yaml.safe_load(text) if text != "" else None
-    return out
+class _EnvHolder:
+    """The environment source of the current ``load_config`` call (pydantic-settings builds sources per class)."""
+
+    def __init__(self) -> None:
+        self.source: PydanticBaseSettingsSource | None = None
+
+    def get(self) -> PydanticBaseSettingsSource:
+        assert self.source is not None
+        return self.source
+
+
+_ENV_SOURCE = _EnvHolder()
+_ADAPTER: TypeAdapter[MonitorConfig] = TypeAdapter(MonitorConfig)
+
+
+def _describe(err: ValidationError) -> str:
+    """The first error as ``section.key: message``; never the input value of a secret."""
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    if first["type"] == "value_error" and isinstance(first.get("ctx", {}).get("error"), ConfigError):
+        return str(first["ctx"]["error"])
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        section = key.split(".")[0]
+        if "." not in key:
+            return f"{key}: unknown section (known: {', '.join(f.name for f in dataclasses.fields(MonitorConfig))})"
+        known = sorted(f.name for f in dataclasses.fields(typing.get_type_hints(MonitorConfig)[section]))
+        return f"{key}: unknown key (known: {', '.join(known)})"
+    message = {"int_parsing": "expected an integer", "int_type": "expected an integer",
+               "int_from_float": "expected an integer", "float_parsing": "expected a number",
+               "float_type": "expected a number", "bool_parsing": "expected true or false",
+               "bool_type": "expected true or false", "string_type": "expected a string",
+               "dict_type": "expected a mapping", "tuple_type": "expected a list",
+               "mapping_type": "expected a mapping", "dataclass_type": "expected a mapping"}.get(
+        first["type"], first["msg"])
+    if any(secret in key for secret in _SECRET_KEYS):
+        return f"{key}: {message}"
+    return f"{key}: {message}, got {first.get('input')!r}"
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> MonitorConfig:
     """Read the YAML file (optional), apply ``MONITOR__SECTION__KEY`` overrides, validate."""
+    import os
+
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -343,22 +445,28 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
         raw = loaded or {}
-    for section, values in _env_overrides(os.environ if env is None else env).items():
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"{section}: expected a mapping")
-        raw[section].update(values)
-    sections = {f.name: f.type for f in dataclasses.fields(MonitorConfig)}
-    hints = typing.get_type_hints(MonitorConfig)
-    unknown = sorted(set(raw) - set(sections))
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sections)})")
-    built = {}
-    for name, values in raw.items():
+    environment = os.environ if env is None else env
+    sections = [f.name for f in dataclasses.fields(MonitorConfig)]
+    for name in environment:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) < 2:
+            raise ConfigError(f"{name}: expected MONITOR__<SECTION>__<KEY>")
+        if parts[0] not in sections:
+            raise ConfigError(f"{name}: unknown section {parts[0]!r} (known: {', '.join(sections)})")
+    for section, values in raw.items():
         if not isinstance(values, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {values!r}")
-        try:
-            built[name] = _build(hints[name], values, name)
-        except TypeError as err:
-            raise ConfigError(f"{name}: {err}") from None
-    return MonitorConfig(**built)
+            raise ConfigError(f"{section}: expected a mapping, got {type(values).__name__}")
+    _ENV_SOURCE.source = _Env(_Sources, environment)
+    try:
+        merged = _Sources(**raw).model_dump()
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    finally:
+        _ENV_SOURCE.source = None
+    try:
+        return _ADAPTER.validate_python({k: v for k, v in merged.items() if v})
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+

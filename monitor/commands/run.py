@@ -58,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config:
         import json
 
+        from monitor.learn.settings import parse_settings
+
+        try:
+            parse_settings(config.learning.settings)
+        except ConfigError as err:
+            print(f"monitor run: invalid configuration: {err}", file=sys.stderr)
+            return 2
         print(json.dumps(config.redacted(), indent=2, default=str))
         return 0
     from monitor.logs import setup_logging
@@ -74,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         if kafka.create_topics:
             names = [*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic, kafka.alerts_topic,
                      kafka.labels_topic, kafka.label_requests_topic]
-            created = ensure_topics(kafka, names, partitions=kafka.topic_partitions)
+            created = ensure_topics(kafka, names, partitions=kafka.topic_partitions,
+                                    replication=kafka.replication_factor)
             if created:
                 log.info("created topics: %s", ", ".join(created))
         metrics = Metrics()

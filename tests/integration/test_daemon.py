@@ -256,3 +256,19 @@ def test_daemon_creates_missing_topics_once(kafka_broker) -> None:
     consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
     assert consumer.partitions_for_topic(names[0]) == {0, 1, 2}
     consumer.close()
+
+
+def test_created_topics_take_the_brokers_replication_factor_unless_configured(kafka_broker) -> None:
+    import uuid
+
+    from kafka.errors import InvalidReplicationFactorError
+
+    from monitor.stream.admin import ensure_topics
+
+    config = load_config(None, env={"MONITOR__KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap})
+    assert config.kafka.replication_factor is None
+    name = f"rf-{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(config.kafka, [name], partitions=1, replication=config.kafka.replication_factor) == [name]
+    # A single broker cannot hold 3 replicas: the configured factor reaches CreateTopics as it is.
+    with pytest.raises(InvalidReplicationFactorError):
+        ensure_topics(config.kafka, [f"rf-{uuid.uuid4().hex[:8]}"], partitions=1, replication=3)
