@@ -25,8 +25,11 @@ from monitor.replay.learning import EventClock
 from monitor.replay.runner import ReplayOptions, replay
 
 #: The scenario's learner settings (as in test_online_learner's promotion test).
+#: A run "takes" 60 s of event time (6 items of the feed): a configured figure, not the measured wall time,
+#: so that two replays (direct and via Kafka) swap at the same item.
 LEARNING: dict[str, Any] = {**FAST, "min_new_labels": 400, "window_size": 240, "max_forgetting": 0.05, "epochs": 12,
-                            "patience": 3, "replay_ratio": 2.0, "freeze_embeddings": False}
+                            "patience": 3, "replay_ratio": 2.0, "freeze_embeddings": False,
+                            "backtest_training_s": 60.0}
 
 
 def regime_a_registry(backbone: Path, root: Path) -> Path:
@@ -152,7 +155,7 @@ def test_learning_replay_drifts_retrains_promotes_and_swaps(tiny_backbone: Path,
     assert [(s["previous"], s["version"]) for s in swap] == [("v-a", "v-a-r1")]
     assert "seconds" not in training[0]["fit"]  # wall-clock durations stay out of the event log
     assert summary["learning"]["training_runs"] == {"promoted": 1} and summary["model_versions"] == ["v-a", "v-a-r1"]
-    # the promoted model serves from the batch after the one whose persist trained it, never earlier
+    # the promoted model serves from the first batch once the run's 60 s have passed, never earlier
     predictions = pd.read_csv(out / "predictions.csv", parse_dates=["published_at"])
     first_new = predictions[predictions["model_version"] == "v-a-r1"].iloc[0]
     assert first_new["id"] == swap[0]["first_item"]
