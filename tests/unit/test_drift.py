@@ -100,7 +100,7 @@ def test_accuracy_floor_needs_a_full_window_of_the_serving_version() -> None:
     from monitor.drift import DriftTracker
 
     t = DriftTracker("ADWIN", {}, "ADWIN", {}, (), window=200, version="v1", floor_window=50)
-    for i in range(49):  # wrong from the first label, but fewer labels than the floor's window
+    for _ in range(49):  # wrong from the first label, but fewer labels than the floor's window
         t.update_label("v1", "A", "positive", topic=None, sentiment="negative")
     assert t.below_floor(0.8) is None and t.recent_accuracy("sentiment") == (0.0, 49)
     t.update_label("v1", "A", "positive", topic=None, sentiment="negative")
