@@ -66,7 +66,7 @@ def test_metrics_refuse_a_matrix_with_a_seen_phase_missing() -> None:
 
 def test_sizes_scale_every_count_but_the_number_of_chunks() -> None:
     half = Sizes().scaled(0.5)
-    assert (half.news_stream, half.topic_test, half.chunks) == (125, 8, 5)
+    assert (half.news_stream, half.topic_test, half.chunks) == (125, 20, 8)
 
 
 # --- end to end on a tiny model --------------------------------------------------------------------------
