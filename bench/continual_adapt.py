@@ -51,7 +51,14 @@ BASE = ROOT / "var" / "bench" / "twitter_base"
 CACHE = ROOT / "var" / "bench" / "adapt_cache.json"
 #: The in-domain reference: the classifier benchmark's PhraseBank recipe, from the backbone.
 REFERENCE = TrainConfig(epochs=3, batch_size=16, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, patience=2)
+#: Recipe keys that are not learner settings: labels streamed, warm-start examples per class of each head.
 EXTRA_KEYS = ("n_labels", "warm_per_class")
+#: The learner's gate and holdout choices by a hash of the text (when the learner has them).
+try:
+    from monitor.learn.buffer import in_holdout
+    from monitor.learn.incremental import in_gate
+except ImportError:  # an older learner: the gate set is a seeded split
+    in_gate = None  # type: ignore[assignment]
 
 
 def load(name: str) -> list[Example]:
@@ -126,43 +133,57 @@ def reference_scores(split_name: str, max_length: int) -> dict[str, list[int]]:
 
 
 def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
+    original = dict(recipe)
     extra = {k: recipe.pop(k) for k in EXTRA_KEYS if k in recipe}
+    val_fraction = recipe.pop("val_fraction", None) if recipe.get("val_fraction") == 0 else None  # older learner
     settings: LearnerSettings = parse_settings(recipe)
     ts, gs = settings.train, settings.gate
-    n_labels, per_class = int(extra.get("n_labels", 500)), int(extra.get("warm_per_class", 50))
+    n_labels, per_class = int(extra.get("n_labels", 500)), int(extra.get("warm_per_class", 100))
     loaded = load_checkpoint(BASE)
     model, tokenizer = loaded.model, loaded.tokenizer
+    max_length = getattr(loaded.meta, "max_length", None) or getattr(ts, "max_length", 64)
     serving = copy.deepcopy(model)
     sets = eval_sets(split_name)
-    before = cached(f"base:{split_name}@{ts.max_length}",
-                    lambda: score(serving, tokenizer, sets, ts.max_length))
-    reference = reference_scores(split_name, ts.max_length)
+    before = cached(f"base:{split_name}@{max_length}", lambda: score(serving, tokenizer, sets, max_length))
+    reference = reference_scores(split_name, max_length)
 
     stream = load("pb_stream")
     random.Random(seed).shuffle(stream)
-    new = stream[:n_labels]
+    labelled = stream[:n_labels]
+    # As the learner does: a label whose text hashes into the holdout share feeds the forgetting
+    # holdout and never trains; the rest is the window (gate set + new training data).
+    new = [e for e in labelled if in_gate is None or not in_holdout(e, settings.buffer.holdout_fraction)]
     seed_buffer = warm_seed(load("twitter_train"), per_class, seed)
+    if in_gate is not None:  # the seed's holdout share is the gate's forgetting holdout, never replayed
+        seed_buffer = [e for e in seed_buffer if not in_holdout(e, settings.buffer.holdout_fraction)]
+    seed_buffer = seed_buffer[: settings.buffer.buffer_size]
     rng = random.Random(seed)
     replay = rng.sample(seed_buffer, min(len(seed_buffer), round(ts.replay_ratio * len(new))))
-    new_train, gate_set = split(new, gs.gate_fraction, rng)
+    if in_gate is not None:
+        gate_set = [e for e in new if in_gate(e, gs.gate_fraction)]
+        new_train = [e for e in new if not in_gate(e, gs.gate_fraction)]
+    else:
+        new_train, gate_set = split(new, gs.gate_fraction, rng)
     train = new_train + (replay if ts.method in ("replay", "replay_distill") else [])
-    train, val = split(train, ts.val_fraction, rng)
+    val_fraction = ts.val_fraction if val_fraction is None else val_fraction
+    train, val = split(train, val_fraction, rng) if val_fraction > 0 else (train, [])
     cfg = TrainConfig(epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
-                      max_length=ts.max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
+                      max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
                       freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
                       distill_temperature=ts.distill_temperature, device="cpu")
     teacher = serving if ts.method == "replay_distill" else None
     fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False)
-    after = score(model, tokenizer, sets, ts.max_length)
+    after = score(model, tokenizer, sets, max_length)
 
     new_domain = paired(before["new_domain"], after["new_domain"])
     ref_acc = sum(reference["new_domain"]) / len(reference["new_domain"])
     gap = ref_acc - new_domain["before"]
     result = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "split": split_name, "seed": seed, "recipe": {**recipe, **extra},
-        "settings": {"train": asdict(ts), "gate_fraction": gs.gate_fraction},
-        "sizes": {"new_labels": len(new), "new_trained": len(new_train), "gate": len(gate_set),
+        "split": split_name, "seed": seed, "recipe": original,
+        "settings": {"train": ts.model_dump() if hasattr(ts, "model_dump") else asdict(ts),
+                     "gate_fraction": gs.gate_fraction, "max_length": max_length},
+        "sizes": {"labels": len(labelled), "window": len(new), "new_trained": len(new_train), "gate": len(gate_set),
                   "replay": len(replay) if teacher is not None or ts.method == "replay" else 0,
                   "train": len(train), "val": len(val), "warm_seed": len(seed_buffer)},
         "reference_accuracy": round(ref_acc, 4),
@@ -184,6 +205,31 @@ def summary(r: dict[str, Any]) -> str:
             f"(se {f['tweets_topic']['se']:.4f}); fit {r['fit']['seconds']} s, {r['fit']['epochs']} epochs")
 
 
+def table(path: Path) -> str:
+    """The runs in ``path`` as a markdown table (mean over seeds of each split and recipe, with their spread)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        groups.setdefault((r["split"], json.dumps(r["recipe"], sort_keys=True)), []).append(r)
+    rows = ["| split | recipe | seeds | new domain before -> after (ref) | gap recovered | tweets sentiment | "
+            "tweets topic | fit s |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for (split_name, recipe), rs in groups.items():
+        def avg(f: Any, rs: list[dict[str, Any]] = rs) -> float:
+            return sum(f(r) for r in rs) / len(rs)
+
+        gaps = [r["gap_recovered"] for r in rs]
+        spread = f" ({min(gaps):.2f}-{max(gaps):.2f})" if len(rs) > 1 else ""
+        sent = avg(lambda r: r["forgetting"]["tweets_sentiment"]["diff"])
+        top = avg(lambda r: r["forgetting"]["tweets_topic"]["diff"])
+        se_s = rs[0]["forgetting"]["tweets_sentiment"]["se"]
+        se_t = rs[0]["forgetting"]["tweets_topic"]["se"]
+        rows.append(f"| {split_name} | `{recipe}` | {len(rs)} | {avg(lambda r: r['new_domain']['before']):.3f} -> "
+                    f"{avg(lambda r: r['new_domain']['after']):.3f} ({rs[0]['reference_accuracy']:.3f}) | "
+                    f"{avg(lambda r: r['gap_recovered']):.2f}{spread} | {sent * 100:+.1f} pt (se {se_s * 100:.1f}) | "
+                    f"{top * 100:+.1f} pt (se {se_t * 100:.1f}) | {avg(lambda r: r['fit']['seconds']):.0f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("tune", "final"), default="tune")
@@ -191,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "continual_adapt_tuning.jsonl")
+    parser.add_argument("--table", action="store_true", help="print the runs in --out as a markdown table and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.out))
+        return 0
     if not data_dir().is_dir():
         print(f"shared data not found at {data_dir()}: skipped")
         return 0
