@@ -43,6 +43,8 @@ FIGURES = {
 }
 SENTIMENT_COLOURS = {"negative": "#d62728", "neutral": "#9a9a9a", "positive": "#2ca02c"}
 MASKED = "#dddddd"
+DRIFT_COLOURS = {"sentiment_error": "#ff7f0e", "topic_error": "#8c564b", "confidence": "#9467bd",
+                 "sentiment_mix": "#e377c2"}
 #: Alert figures open zoomed on the key's alerts, this much event time either side (zoom out for the rest).
 ZOOM_PAD_S = 6 * 3600.0
 LINES = {"negative_share": ("negative share (window)", "#d62728", "solid"),
@@ -257,6 +259,8 @@ def prequential_figure(data: ReportData, window: int = 100) -> go.Figure:
         name = {"drift": f"drift ({e.get('signal')})", "model_swap": "promoted model serves (swap)"}.get(
             str(kind), f"training run: start and finish, {kind}")
         colour, dash = styles[str(kind)]
+        if kind == "drift":
+            colour = DRIFT_COLOURS.get(str(e.get("signal")), colour)
         marks.setdefault(name, (colour, dash, []))[2].extend([e["at"], e["at"], None])
     for name, (colour, dash, xs) in marks.items():
         ys = [v for _ in range(len(xs) // 3) for v in (0.0, 1.0, None)]
