@@ -191,10 +191,9 @@ class SurgeDetector:
 
 
 class SurgeTracker:
-    """One item at a time, in this order: advance the watermark; release the items due (dated at most
-    ``alerts.window_seconds`` after it, ``monitor.watermark``) into the sentiment windows (``trends``,
-    optional) and the surge windows (the topic, and each watch-listed ticker); check every key at
-    the watermark.
+    """One item at a time, in this order: advance the watermark (``monitor.watermark``); release the
+    items it has reached into the sentiment windows (``trends``, optional) and the surge windows (the
+    topic, and each watch-listed ticker); check every key at the watermark.
 
     The daemon's pipeline, a replay and the replay's ground truth all go through ``add``, so
     they agree on the clock and on which items a window holds.
@@ -207,7 +206,7 @@ class SurgeTracker:
         self.trends = trends
         self.watch_tickers = frozenset(t.upper() for t in watch_tickers)
         self.clock: Watermark[tuple[float, str, tuple[str, ...], str, str]] = Watermark(
-            cfg.watermark_outliers, cfg.watermark_sample, tolerance=cfg.window_seconds)
+            cfg.watermark_outliers, cfg.watermark_sample)
 
     @property
     def now(self) -> float:

@@ -8,7 +8,6 @@ pipeline, so live runs and replays of the same feed agree.
 Counts are kept per time slot of ``window / SLOTS`` seconds, so a window's memory is bounded
 (at most ``MAX_SLOTS`` slots and a few example ids) whatever the rate or the timestamps; the
 window's start is rounded down to its slot, so it may hold up to one slot more than ``window``.
-Items dated after the clock (up to the watermark's tolerance) count at once.
 
     >>> from datetime import datetime, UTC
     >>> w = RollingCounts(window_seconds=60)
@@ -37,9 +36,9 @@ __all__ = ["MAX_SLOTS", "SLOTS", "RollingCounts", "SentimentTrends"]
 
 #: Time slots per window (the resolution of a window's edge: window / SLOTS).
 SLOTS = 256
-#: Slots a window may hold: the window and as much again ahead of the clock. More (items far ahead of
-#: the clock, which the watermark's buffer holds back anyway) push the oldest slot out.
-MAX_SLOTS = 2 * SLOTS + 2
+#: Slots a window may hold. More (only if items are added ahead of the clock, which the watermark's
+#: buffer prevents in the pipeline) push the oldest slot out.
+MAX_SLOTS = SLOTS + 2
 #: Example ids kept per sentiment (the newest ones; an alert quotes up to 5).
 KEEP_IDS = 8
 
@@ -71,7 +70,7 @@ class RollingCounts:
                 self._order.append(slot)
             else:
                 bisect.insort(self._order, slot)
-            if len(self._order) > MAX_SLOTS:  # only if items arrive far ahead of the clock: keep the newest
+            if len(self._order) > MAX_SLOTS:  # only if items arrive ahead of the clock: keep the newest
                 self._drop_oldest()
         counts[sentiment] = counts.get(sentiment, 0) + 1
         self._counts[sentiment] += 1

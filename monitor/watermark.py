@@ -6,15 +6,14 @@ dated anywhere in the future (a typo, 2062, a producer with a broken clock) ther
 it; only ``outliers + 1`` items that agree can. In an ordered stream it trails the newest item by
 ``outliers`` items.
 
-Items reach the windows through a buffer: an item dated at most ``tolerance`` seconds after the
-watermark is released at once (so in an ordered stream every item counts as soon as it arrives;
-the daemon uses ``alerts.window_seconds``), one dated later waits, bounded, until the watermark
-comes within ``tolerance`` of it, and late items are released at once too (they are counted if
-they still fall inside a window, and expire from it like any other). When more than
-``max_pending`` items wait, the one dated farthest ahead is discarded from the windows (it was
-still classified and published) and counted in ``discarded``. So the windows only ever hold items
-in ``[watermark - span, watermark + tolerance]`` and their memory is bounded whatever the
-timestamps.
+Items reach the windows in watermark order: an item dated after the watermark waits in a
+bounded buffer and is released once the watermark reaches it; an item at or before the watermark
+is released at once (late items are counted if they still fall inside a window, and expire from
+it like any other). When more than ``max_pending`` items wait, the one dated farthest ahead is
+discarded from the windows (it was still classified and published) and counted in ``discarded``.
+So the windows only ever hold items in ``[watermark - span, watermark]``, their memory is bounded
+whatever the timestamps, and an alert's ``at`` is never earlier than the items it counted. The
+price: the newest ``outliers`` items of an ordered stream are counted when the next ones arrive.
 
 Why not the minimum over Kafka partitions of each partition's newest event time: the pipeline
 also runs on replays that must give the same alerts with or without Kafka, and a partition that
@@ -47,12 +46,10 @@ T = TypeVar("T")
 class Watermark(Generic[T]):
     """The robust event-time clock and the buffer of items dated after it (module docstring)."""
 
-    def __init__(self, outliers: int = 2, sample: int = 50, max_pending: int | None = None,
-                 tolerance: float = 0.0) -> None:
+    def __init__(self, outliers: int = 2, sample: int = 50, max_pending: int | None = None) -> None:
         if outliers < 0 or sample <= outliers:
             raise ValueError(f"need 0 <= outliers < sample, got outliers={outliers}, sample={sample}")
         self.outliers = outliers
-        self.tolerance = tolerance
         self.sample = sample
         self.max_pending = max_pending if max_pending is not None else sample
         self.now = float("-inf")
@@ -82,11 +79,11 @@ class Watermark(Generic[T]):
             heapq.heapify(self._pending)
             self.discarded += 1
         due = []
-        while self._pending and self._pending[0][0] <= self.now + self.tolerance:
+        while self._pending and self._pending[0][0] <= self.now:
             due.append(heapq.heappop(self._pending)[2])
         return due
 
     @property
     def pending(self) -> int:
-        """Items waiting for the watermark to come within ``tolerance`` of them."""
+        """Items waiting for the watermark to reach them."""
         return len(self._pending)
