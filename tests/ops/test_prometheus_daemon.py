@@ -32,7 +32,7 @@ def test_prometheus_sees_what_the_daemon_was_fed(
         "MONITOR__KAFKA__OUTPUT_TOPIC": out, "MONITOR__KAFKA__DEAD_LETTER_TOPIC": dlq,
         "MONITOR__KAFKA__ALERTS_TOPIC": alerts, "MONITOR__KAFKA__GROUP_ID": f"g-{news}",
         "MONITOR__KAFKA__CREATE_TOPICS": "false", "MONITOR__MODEL__PATH": str(tiny_registry_path),
-        "MONITOR__METRICS__WINDOWS_SECONDS": "[3600]", "MONITOR__ALERTS__MIN_COUNT": "10",
+        "MONITOR__METRICS__WINDOWS_SECONDS": "3600", "MONITOR__ALERTS__MIN_COUNT": "10",
     }
     config = load_config(None, env=env)
     # 45 minutes of event time, one item a minute: 30 calm (1 in 10 negative) then 15 all negative.
