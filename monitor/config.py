@@ -253,7 +253,7 @@ class AlertConfig:
     """A raised alert stays active at least this long (event time)."""
     clear_seconds: float = 600.0
     """The clear condition (share or volume) must hold this long (event time) before the alert clears."""
-    watermark_outliers: int = 3
+    watermark_outliers: int = 2
     """Items dated in the future, among the last watermark_sample, that cannot move the event-time clock."""
     watermark_sample: int = 50
     """Recent items over which the event-time clock (watermark) is taken."""
