@@ -36,22 +36,25 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.alerts import SurgeDetector
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
+from monitor.model.checkpoint import CheckpointError, validate_checkpoint
 from monitor.model.predictor import Predictor
 from monitor.pipeline import BatchOutcome, ModelSlot, Pipeline
 from monitor.records import Label, NewsItem, Prediction
+from monitor.registry import is_registry
 from monitor.resilience import Outage, describe_error, isolate
-from monitor.serving import RegistryWatcher, load_predictor, resolve_model_dir
+from monitor.serving import ModelNotFound, RegistryWatcher, load_predictor, resolve_model_dir
 from monitor.stream.codec import DecodeError, decode_item, decode_label
 from monitor.stream.sink import KafkaSink, SinkError
 from monitor.stream.source import KafkaSource, RawMessage, SourceError
 from monitor.trends import SentimentTrends
 
-__all__ = ["Learner", "Monitor"]
+__all__ = ["Learner", "Monitor", "check_model"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,29 @@ class Learner(Protocol):
     def drain_label_requests(self) -> list[tuple[str, bytes]]: ...
 
     def close(self) -> None: ...
+
+
+def check_model(path: str | Path) -> Path:
+    """The serving checkpoint directory of ``model.path``, validated without loading it.
+
+    Raises ``ModelNotFound`` naming the broken version and the command that fixes it, so the
+    daemon started on a broken ``CURRENT`` exits 2 with that message instead of a traceback.
+    """
+    directory = resolve_model_dir(path)
+    try:
+        validate_checkpoint(directory)
+    except CheckpointError as err:
+        raise _broken(path, directory, err) from None
+    return directory
+
+
+def _broken(path: str | Path, directory: Path, err: Exception) -> ModelNotFound:
+    if is_registry(path):
+        return ModelNotFound(
+            f"model version {directory.name!r} (CURRENT of registry {path}) cannot be loaded: {err}. "
+            f"Serve a version that loads with `monitor model rollback VERSION --registry {path}` "
+            f"(`monitor model list --registry {path}` marks the broken ones)")
+    return ModelNotFound(f"the checkpoint {directory} cannot be loaded: {err}")
 
 
 class _Abandoned(Exception):
@@ -111,7 +137,11 @@ class Monitor:
         self.metrics = metrics or Metrics()
         injected = scorer
         if scorer is None:
-            scorer, loaded = load_predictor(resolve_model_dir(config.model.path), config.model)
+            directory = check_model(config.model.path)
+            try:
+                scorer, loaded = load_predictor(directory, config.model)
+            except ModelNotFound as err:  # validated, yet does not load: say which version and how to fix it
+                raise _broken(config.model.path, directory, err) from None
             self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)
         else:
             self._set_model_metrics(scorer.version, time.time(), None)
@@ -364,9 +394,13 @@ class Monitor:
             return
         try:
             predictor, loaded = load_predictor(directory, self.config.model)
-        except Exception:  # a broken new version must never stop serving
-            log.exception("could not load new model version at %s; the old model keeps serving", directory)
+        except Exception as err:  # a broken new version must never stop serving
+            self.metrics.model_load_failures.inc()
+            retry = self.watcher.failed(directory.name)
+            log.error("could not load new model version %s (%s); model %s keeps serving, retry in %.0f s",
+                      directory.name, describe_error(err), self.slot.current.version, retry)
             return
+        self.watcher.loaded(directory.name)
         old = self.slot.swap(predictor)
         self.metrics.model_swaps.inc()
         self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import time
+from typing import TYPE_CHECKING
 
 from monitor.config import ConfigError, MonitorConfig, describe_keys, load_config
+
+if TYPE_CHECKING:
+    from monitor.app import Monitor
 
 __all__ = ["add_parser"]
 
@@ -70,21 +76,38 @@ def run(args: argparse.Namespace) -> int:
     from monitor.logs import setup_logging
 
     setup_logging(config.logging.level, config.logging.json)
+    # A signal during start-up (imports, model loading, waiting for the broker) stops cleanly, exit 0.
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stopping:
+            os._exit(130)
+        stopping.append(signum)
+        log.info("signal %s during start-up: stopping once started", signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    started = _start(config, stopping)
+    if isinstance(started, int):
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        return started
+    started.install_signal_handlers()
+    if stopping:
+        started.stop()
+    return started.run()
+
+
+def _start(config: MonitorConfig, stopping: list[int]) -> Monitor | int:
+    """The daemon, built; or the exit status when it cannot start (2: configuration, model) or is stopped (0)."""
     # Heavy imports (torch, kafka) only once the config is known to be valid.
-    from monitor.app import Monitor
+    from monitor.app import Monitor, check_model
     from monitor.metrics import Metrics, serve
     from monitor.serving import ModelNotFound
-    from monitor.stream.admin import ensure_topics
 
-    kafka = config.kafka
     try:
-        if kafka.create_topics:
-            names = [*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic, kafka.alerts_topic,
-                     kafka.labels_topic, kafka.label_requests_topic]
-            created = ensure_topics(kafka, names, partitions=kafka.topic_partitions,
-                                    replication=kafka.replication_factor)
-            if created:
-                log.info("created topics: %s", ", ".join(created))
+        check_model(config.model.path)  # before the broker: a missing or broken model is exit 2 at once
+        if not _wait_for_broker(config, stopping):
+            return 0
         metrics = Metrics()
         learner = None
         if config.learning.enabled:
@@ -101,5 +124,36 @@ def run(args: argparse.Namespace) -> int:
     if config.metrics.port:
         serve(config.metrics.host, config.metrics.port)
         log.info("metrics at http://%s:%d/metrics", config.metrics.host, config.metrics.port)
-    monitor.install_signal_handlers()
-    return monitor.run()
+    return monitor
+
+
+def _wait_for_broker(config: MonitorConfig, stopping: list[int]) -> bool:
+    """Create the topics (or just reach the cluster), retrying with backoff; False if a signal came first."""
+    from monitor.stream.admin import BrokerUnavailable, ensure_topics
+
+    kafka = config.kafka
+    names = [*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic, kafka.alerts_topic,
+             kafka.labels_topic, kafka.label_requests_topic] if kafka.create_topics else []
+    since, delay = None, 0.5
+    while not stopping:
+        try:
+            created = ensure_topics(kafka, names, partitions=kafka.topic_partitions,
+                                    replication=kafka.replication_factor)
+        except BrokerUnavailable as err:
+            if since is None:
+                since = time.time()
+                log.error("broker unreachable since %s (%s); waiting for it",
+                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)), err)
+            else:
+                log.warning("broker still unreachable (%.0f s); retry in %.1f s", time.time() - since, delay)
+            deadline = time.monotonic() + delay
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(0.1)
+            delay = min(delay * 2, kafka.outage_backoff_max_s)
+            continue
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        if since is not None:
+            log.warning("broker reachable after %.1f s", time.time() - since)
+        return True
+    return False

@@ -36,7 +36,7 @@ from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
 from monitor.learn.incremental import EwcMemory, FitFn, RunInput, RunResult, publish, retrain
-from monitor.learn.joins import JoinCache, Seen, label_request
+from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
 from monitor.learn.policy import decide
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.learn.trainer import fit
@@ -72,6 +72,7 @@ class OnlineLearner:
         version_name: Callable[[int], str] | None = None,
         save_state: bool = True,
         event_time: bool = False,
+        joins: JoinCache | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -97,7 +98,7 @@ class OnlineLearner:
         self._new_labels = int(header.get("new_labels", 0))
         self._drift: str | None = header.get("drift")
         self._runs = int(header.get("runs", 0))
-        self.cache = JoinCache(settings.drift.join_cache_size)
+        self.cache = joins if joins is not None else JoinCache(settings.drift.join_cache_size)
         self._requests: deque[tuple[str, bytes]] = deque(maxlen=max(1, 10 * settings.drift.label_requests))
         d = settings.drift
         self.drift = DriftTracker(d.detector, d.detector_params, d.label_free_detector, d.label_free_detector_params,
@@ -368,6 +369,10 @@ def build_learner(
         raise ConfigError(f"learning.settings.freeze_layers: {settings.train.freeze_layers} is more than the "
                           f"{layers} encoder layers of the serving model {version}")
     state_dir = Path(settings.buffer.state_dir) if settings.buffer.state_dir else path / "learner"
+    store = config.learning  # durable label joins (monitor.learn.joins); a replay keeps them in memory
+    size = settings.drift.join_cache_size if "join_cache_size" in store.settings else store.label_store_max_items
+    joins = JoinCache(size, store.label_store_path or state_dir / JOINS_FILE,
+                      retention_s=store.label_retention_s) if save_state else None
     return OnlineLearner(settings, registry, metrics, state_dir=state_dir, topics=meta.topics,
                          sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn,
-                         version_name=version_name, save_state=save_state, event_time=event_time)
+                         version_name=version_name, save_state=save_state, event_time=event_time, joins=joins)
