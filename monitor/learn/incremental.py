@@ -31,6 +31,7 @@ import copy
 import hashlib
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,7 @@ def publish(registry: ModelRegistry, passed: RunResult) -> RunResult:
     current = registry.current_version()
     if current != passed.parent:
         reason = f"serving version changed during training (now {current})"
+        shutil.rmtree(registry.path(passed.version), ignore_errors=True)  # rejected challengers are not kept
         registry.record("rejected", passed.version, reason=reason, **details, gate=passed.numbers)
         return RunResult("rejected", passed.version, passed.parent, reason, passed.seconds, passed.numbers,
                          passed.fit, passed.details)

@@ -332,3 +332,24 @@ def test_the_accuracy_floor_retrains_a_model_that_is_bad_from_the_start(registry
     event = registry.history()[-1]
     assert event["trigger"].startswith("accuracy floor: sentiment accuracy 0.") and "over 60 labels" in event["trigger"]
     learner.close()
+
+
+def test_a_passed_challenger_serves_only_if_its_parent_still_does(registry_dir: Path) -> None:
+    """retrain(publish_now=False) saves the challenger without serving it (what a backtest holds until the
+    run's duration has passed); publish then refuses it if CURRENT moved meanwhile (e.g. a rollback)."""
+    from monitor.learn.incremental import RunInput, publish, retrain
+    from monitor.learn.settings import parse_settings
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 1, "gate_enabled": False})
+    job = RunInput("v-a", tuple(stream("B", 60, 40)), (), (), "test", version="v-c")
+    passed = retrain(registry, job, settings, device="cpu", publish_now=False)
+    assert passed.outcome == "promoted" and registry.current_version() == "v-a"
+    assert (registry_dir / "versions" / "v-c" / "meta.json").is_file()
+    assert (registry_dir / "versions" / "v-c" / "replay_seed.jsonl").is_file()  # it carries its own seed
+    shutil.copytree(registry_dir / "versions" / "v-a", registry_dir / "versions" / "v-b")
+    registry.set_current("v-b", reason="a rollback meanwhile")
+    result = publish(registry, passed)
+    assert result.outcome == "rejected" and result.reason == "serving version changed during training (now v-b)"
+    assert registry.current_version() == "v-b" and not (registry_dir / "versions" / "v-c").exists()
+    assert registry.history()[-1]["event"] == "rejected"
