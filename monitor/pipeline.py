@@ -8,17 +8,20 @@ effect between batches and every result names the version that produced it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.alerts import SurgeDetector, SurgeTracker
+from monitor.alerts import SurgeDetector, SurgeTracker, describe
 from monitor.records import Alert, NewsItem, Prediction
 from monitor.trends import SentimentTrends
 
 __all__ = ["BatchOutcome", "ModelSlot", "Pipeline", "Scorer"]
+
+log = logging.getLogger(__name__)
 
 
 class ScoredLike(Protocol):
@@ -127,4 +130,6 @@ class Pipeline:
             # (live batching, a replay's backlog batching and --via-kafka all agree).
             alerts.extend(self.tracker.add(item.published_at.timestamp(), p.topic, item.tickers, p.sentiment,
                                            item.id, scorer.version))
+        for a in alerts:
+            log.info(describe(a))
         return BatchOutcome(predictions, alerts, scorer.version, done - started, self.tracker.snapshot())
