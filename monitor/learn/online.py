@@ -113,6 +113,7 @@ class OnlineLearner:
         self._held: RunResult | None = None  # event time: passed the gate, serves once its duration has passed
         self._run_started: float = 0.0  # clock time the run in flight started
         self._last_result: RunResult | None = None
+        self._last_started: float | None = None
         self._last_end: float | None = None
         self._in_run: set[tuple[str, str, str]] = set()
         self._run_trigger: tuple[str | None, int] = (None, 0)  # drift signal and new labels of the run in flight
@@ -134,6 +135,11 @@ class OnlineLearner:
     def last_result(self) -> RunResult | None:
         """The outcome of the last finished run (picked up by ``persist``)."""
         return self._last_result
+
+    @property
+    def last_run_started(self) -> float | None:
+        """Clock time (event time in a replay) the last finished run started; None before any."""
+        return self._last_started
 
     @property
     def pending_drift(self) -> str | None:
@@ -314,6 +320,7 @@ class OnlineLearner:
         if result is None:
             return
         self._last_result = result
+        self._last_started = self._run_started
         self._last_end = self._clock()
         if result.outcome == "promoted":  # the window went into the new model; keep what came since
             for key in self._in_run:
