@@ -104,7 +104,7 @@ def test_a_broken_version_is_refused_and_marked(tmp_path: Path, tiny_backbone: P
         registry.set_current("v2")
     assert main(["model", "--registry", str(registry.root), "list"]) == 0
     listing = capsys.readouterr().out
-    assert [line for line in listing.splitlines() if "v2" in line][0].startswith(" !")
+    assert next(line for line in listing.splitlines() if "v2" in line).startswith(" !")
     assert "BROKEN" in listing and "v1" in listing
     assert main(["model", "--registry", str(registry.root), "add", str(registry.path("v2"))]) == 2
     assert "is not a loadable checkpoint" in capsys.readouterr().err
