@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from monitor.config import ModelConfig
+from monitor.model.backends import build_predictor
 from monitor.model.checkpoint import META_FILE, CheckpointError, LoadedModel, load_checkpoint
 from monitor.model.predictor import Predictor, resolve_device
 from monitor.registry import ModelRegistry, is_registry
@@ -45,22 +44,19 @@ def resolve_model_dir(path: Path | str) -> Path:
 
 
 def load_predictor(directory: Path, config: ModelConfig) -> tuple[Predictor, LoadedModel]:
-    """Load a checkpoint into a ready ``Predictor`` on the configured device."""
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    """Load a checkpoint into a ready ``Predictor``: backend, threads and batch budget per ``config``.
+
+    The truncation length is the checkpoint's own (``meta.max_length``, the length it was trained
+    and gated with) when it records one, else ``model.max_length``. Backend selection, the ONNX
+    export and check, int8 and the thread probe: ``monitor.model.backends``.
+    """
     device = resolve_device(config.device)
     try:
         loaded = load_checkpoint(directory, device=str(device))
     except CheckpointError as err:
         raise ModelNotFound(str(err)) from err
-    predictor = Predictor(
-        loaded.model,
-        loaded.tokenizer,
-        loaded.meta.version,
-        device=device,
-        max_length=config.max_length,
-        batch_size=config.inference_batch_size,
-    )
+    max_length = int(getattr(loaded.meta, "max_length", None) or config.max_length)
+    predictor, _choice = build_predictor(Path(directory), loaded, config, device, max_length)
     return predictor, loaded
 
 

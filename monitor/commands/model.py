@@ -28,6 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add = sub.add_parser("add", help="copy a checkpoint into the registry (and --promote it)")
     add.add_argument("checkpoint", type=Path)
     add.add_argument("--promote", action="store_true", help="make it the serving version")
+    add.add_argument("--replay-from", metavar="FILE[:FORMAT]",
+                     help="labelled training data of a model trained elsewhere: seeds the replay buffer")
+    add.add_argument("--replay-per-class", type=int, default=100, metavar="N",
+                     help="with --replay-from: examples per class taken (default: %(default)s)")
     add.set_defaults(func=add_version)
     pr = sub.add_parser("promote", help="make VERSION the serving version (running daemons swap to it)")
     pr.add_argument("version")
@@ -71,6 +75,7 @@ def _loads(path: Path) -> str | None:
 
 
 def add_version(args: argparse.Namespace) -> int:
+    from monitor.learn.warmstart import read_replay_file, seed_registry
     from monitor.model.checkpoint import read_meta
 
     problem = _loads(args.checkpoint)  # loaded before it enters the registry
@@ -78,6 +83,11 @@ def add_version(args: argparse.Namespace) -> int:
         print(f"monitor model add: {args.checkpoint} is not a loadable checkpoint: {problem}", file=sys.stderr)
         return 2
     meta = read_meta(args.checkpoint)
+    try:
+        replay = read_replay_file(args.replay_from, meta.topics) if args.replay_from else None
+    except (ValueError, OSError) as err:
+        print(f"monitor model add: {err}", file=sys.stderr)
+        return 2
     registry = ModelRegistry(args.registry).init()
     dest = registry.path(meta.version)
     if not dest.exists():
@@ -86,6 +96,8 @@ def add_version(args: argparse.Namespace) -> int:
         shutil.copytree(args.checkpoint, tmp)
         tmp.rename(dest)
         registry.record("added", meta.version, source=str(args.checkpoint))
+    added, buffer = seed_registry(registry.root, meta.version, replay_from=replay, per_class=args.replay_per_class)
+    print(f"replay buffer {buffer}: {added} examples of {meta.version}'s training data added")
     if args.promote:
         registry.set_current(meta.version, "promoted", reason="manual (monitor model add --promote)")
     print(f"{meta.version} {'serving' if args.promote else 'added'} in {args.registry}")
