@@ -22,6 +22,7 @@ and out-of-range values are rejected at start with a message naming the key. Sec
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,7 +72,18 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def _json_object(value: Any) -> Any:
+    """A mapping from the environment is a JSON object: ``MONITOR__LEARNING__SETTINGS='{"detector": "KSWIN"}'``."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("expected a mapping (a JSON object from the environment)") from None
+    return value
+
+
 StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+JsonMapping = Annotated[Mapping[str, Any], NoDecode, BeforeValidator(_json_object)]
 IntList = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
@@ -277,7 +289,7 @@ class LearningConfig:
 
     enabled: bool = False
     """Continual learning on labels from the stream (see README, 'Continual learning')."""
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: JsonMapping = field(default_factory=dict)
     """Learner settings (drift detector, replay buffer, training policy, gate)."""
     label_store_path: str = ""
     """SQLite file (WAL) of the predictions awaiting their labels; empty = label-joins.sqlite in the learner state."""
@@ -424,7 +436,7 @@ def _describe(err: ValidationError) -> str:
                "bool_type": "expected true or false", "string_type": "expected a string",
                "dict_type": "expected a mapping", "tuple_type": "expected a list",
                "mapping_type": "expected a mapping", "dataclass_type": "expected a mapping"}.get(
-        first["type"], first["msg"])
+        first["type"], str(first["msg"]).removeprefix("Value error, "))
     if any(secret in key for secret in _SECRET_KEYS):
         return f"{key}: {message}"
     return f"{key}: {message}, got {first.get('input')!r}"
