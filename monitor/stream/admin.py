@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -15,7 +15,7 @@ __all__ = ["ensure_topics"]
 
 
 def ensure_topics(config: KafkaConfig, names: Iterable[str], partitions: int = 1,
-                  replication: int | None = None) -> list[str]:
+                  replication: int | None = None, topic_configs: Mapping[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
     ``replication`` None (the default) sends -1 in CreateTopics: the cluster applies its own
@@ -28,8 +28,8 @@ def ensure_topics(config: KafkaConfig, names: Iterable[str], partitions: int = 1
         wanted = [n for n in dict.fromkeys(names) if n not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # another instance created it first
-                admin.create_topics([NewTopic(n, partitions, -1 if replication is None else replication)
-                                     for n in wanted])
+                admin.create_topics([NewTopic(n, partitions, -1 if replication is None else replication,
+                                              topic_configs=dict(topic_configs or {})) for n in wanted])
         return wanted
     finally:
         admin.close()
