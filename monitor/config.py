@@ -244,13 +244,23 @@ class AlertConfig:
     min_delta: float = 0.15
     """... and share - baseline >= min_delta."""
     clear_ratio: float = 1.3
-    """Clear when share < baseline * clear_ratio (or volume < min_count)."""
+    """The clear condition: share < max(baseline * clear_ratio, baseline + clear_delta), or volume < min_count."""
+    clear_delta: float = 0.05
+    """See clear_ratio: keeps the clear threshold above the noise of a small baseline (<= min_delta)."""
     cooldown_seconds: float = 1800.0
     """Quiet time for a key after its alert clears."""
     default_baseline: float = 0.2
     """Baseline used until the baseline span holds min_baseline_count items."""
     min_baseline_count: int = 50
     """Items the baseline span needs before its own share replaces default_baseline."""
+    hold_seconds: float = 1800.0
+    """A raised alert stays active at least this long (event time)."""
+    clear_seconds: float = 600.0
+    """The clear condition (share or volume) must hold this long (event time) before the alert clears."""
+    watermark_outliers: int = 3
+    """Items dated in the future, among the last watermark_sample, that cannot move the event-time clock."""
+    watermark_sample: int = 50
+    """Recent items over which the event-time clock (watermark) is taken."""
 
     def __post_init__(self) -> None:
         _check(self.window_seconds > 0, "alerts.window_seconds", "must be > 0")
@@ -258,6 +268,11 @@ class AlertConfig:
         _check(1.0 <= self.clear_ratio <= self.ratio, "alerts.clear_ratio", "must be in 1..ratio")
         _check(0.0 <= self.default_baseline <= 1.0, "alerts.default_baseline", "must be in 0..1")
         _check(self.min_count >= 1, "alerts.min_count", "must be >= 1")
+        _check(0.0 <= self.clear_delta <= self.min_delta, "alerts.clear_delta", "must be in 0..alerts.min_delta")
+        _check(self.hold_seconds >= 0 and self.clear_seconds >= 0, "alerts.hold_seconds",
+               "hold_seconds and clear_seconds must be >= 0")
+        _check(0 <= self.watermark_outliers < self.watermark_sample, "alerts.watermark_outliers",
+               "must be >= 0 and < alerts.watermark_sample")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.alerts import SurgeDetector
+from monitor.alerts import SurgeDetector, SurgeTracker
 from monitor.records import Alert, NewsItem, Prediction
 from monitor.trends import SentimentTrends
 
@@ -72,7 +72,8 @@ class BatchOutcome:
 
 
 class Pipeline:
-    """Classify a micro-batch, update the rolling sentiment windows, check for surges."""
+    """Classify a micro-batch; per item, advance the event-time watermark, update the sentiment
+    windows and check for surges (``monitor.alerts.SurgeTracker``: the order is written there)."""
 
     def __init__(
         self,
@@ -85,8 +86,14 @@ class Pipeline:
         self.slot = slot
         self.trends = trends
         self.surge = surge
-        self.watch_tickers = frozenset(t.upper() for t in watch_tickers)
+        self.tracker = SurgeTracker(surge, watch_tickers, trends)
+        self.watch_tickers = self.tracker.watch_tickers
         self._clock = clock
+
+    @property
+    def watermark(self) -> float:
+        """The event-time clock of the windows and alerts (Unix seconds; ``-inf`` before the first items)."""
+        return self.tracker.now
 
     def process(self, items: Sequence[NewsItem], received_at: Sequence[float]) -> BatchOutcome:
         """Classify ``items`` (``received_at``: clock time each was polled) in one model version."""
@@ -97,16 +104,10 @@ class Pipeline:
         predictions = []
         alerts: list[Alert] = []
         for item, s, got in zip(items, scored, received_at, strict=True):
-            at = item.published_at.timestamp()
-            self.trends.update(f"topic:{s.topic}", at, s.sentiment)
-            self.surge.update("topic", s.topic, at, s.sentiment, item.id)
-            for ticker in item.tickers:
-                if ticker in self.watch_tickers:
-                    self.trends.update(f"ticker:{ticker}", at, s.sentiment)
-                    self.surge.update("ticker", ticker, at, s.sentiment, item.id)
             # Checked after every item, so alerts do not depend on where batches were cut
             # (live batching, a replay's backlog batching and --via-kafka all agree).
-            alerts.extend(self.surge.check(scorer.version))
+            alerts.extend(self.tracker.add(item.published_at.timestamp(), s.topic, item.tickers, s.sentiment,
+                                           item.id, scorer.version))
             predictions.append(
                 Prediction(
                     id=item.id,
@@ -124,4 +125,4 @@ class Pipeline:
                     text=item.text,
                 )
             )
-        return BatchOutcome(predictions, alerts, scorer.version, done - started, self.trends.snapshot())
+        return BatchOutcome(predictions, alerts, scorer.version, done - started, self.tracker.snapshot())

@@ -92,6 +92,10 @@ class Alert:
     at: str  # ISO 8601 event time at which the alert changed state
     model_version: str
     example_ids: tuple[str, ...] = ()
+    raised_at: str = ""  # ISO 8601 event time at which this alert was raised (same in both messages)
+    raise_threshold: float = 0.0  # the negative share needed to raise, at ``at``
+    clear_threshold: float = 0.0  # the share under which the clear condition holds, at ``at``
+    cleared_by: str = ""  # cleared messages: "share" (share under clear_threshold) or "volume" (count < min_count)
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = asdict(self)

@@ -1,8 +1,13 @@
 """Rolling sentiment counts over event time, and the sentiment index built on them.
 
 The sentiment index of a topic over a window is ``(positive - negative) / total`` of the
-items whose ``published_at`` falls in the last ``window`` seconds of event time (the newest
-event time seen is the clock, so live runs and replays of the same feed agree).
+items whose ``published_at`` falls in the last ``window`` seconds of event time. The clock is
+the watermark of ``monitor.watermark`` (robust to items dated in the future), passed in by the
+pipeline, so live runs and replays of the same feed agree.
+
+Counts are kept per time slot of ``window / SLOTS`` seconds, so a window's memory is bounded
+(at most ``SLOTS + 2`` slots and a few example ids) whatever the rate or the timestamps; the
+window's start is rounded down to its slot, so it may hold up to one slot more than ``window``.
 
     >>> from datetime import datetime, UTC
     >>> w = RollingCounts(window_seconds=60)
@@ -14,52 +19,94 @@ event time seen is the clock, so live runs and replays of the same feed agree).
     >>> w.expire(t0 + 75)   # items older than 75 - 60 = 15 s drop out
     >>> w.count, w.index
     (2, 0.5)
+    >>> w.add(t0 + 5, "negative")   # already outside the window: not counted
+    >>> w.count, w.late
+    (2, 1)
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter, deque
 from collections.abc import Iterable
 
-__all__ = ["RollingCounts", "SentimentTrends"]
+__all__ = ["SLOTS", "RollingCounts", "SentimentTrends"]
+
+#: Time slots per window (the resolution of a window's edge: window / SLOTS).
+SLOTS = 256
+#: Example ids kept per sentiment (the newest ones; an alert quotes up to 5).
+KEEP_IDS = 8
 
 
 class RollingCounts:
-    """Counts of sentiments in a sliding event-time window."""
+    """Counts of sentiments in a sliding event-time window (module docstring)."""
 
     def __init__(self, window_seconds: float) -> None:
         self.window_seconds = window_seconds
-        self._events: deque[tuple[float, str, str]] = deque()
+        self.resolution = window_seconds / SLOTS
+        self.late = 0
+        """Items added when already older than the window (not counted)."""
+        self._slots: dict[int, Counter[str]] = {}
+        self._order: list[int] = []  # slot numbers, ascending
         self._counts: Counter[str] = Counter()
+        self._total = 0
+        self._ids: dict[str, deque[tuple[float, str]]] = {}
+        self._horizon = float("-inf")
 
     def add(self, at: float, sentiment: str, item_id: str = "") -> None:
-        self._events.append((at, sentiment, item_id))
+        if at < self._horizon:
+            self.late += 1
+            return
+        slot = math.floor(at / self.resolution)
+        counts = self._slots.get(slot)
+        if counts is None:
+            counts = self._slots[slot] = Counter()
+            bisect.insort(self._order, slot)
+            if len(self._order) > SLOTS + 2:  # only if items arrive ahead of the clock: keep the newest
+                self._drop(self._order[0])
+        counts[sentiment] += 1
         self._counts[sentiment] += 1
+        self._total += 1
+        if item_id:
+            self._ids.setdefault(sentiment, deque(maxlen=KEEP_IDS)).append((at, item_id))
 
     def expire(self, now: float) -> None:
-        """Drop events older than ``now - window_seconds`` (events arrive nearly in order)."""
-        horizon = now - self.window_seconds
-        while self._events and self._events[0][0] < horizon:
-            _, sentiment, _ = self._events.popleft()
-            self._counts[sentiment] -= 1
+        """Drop the slots that lie wholly before ``now - window_seconds``."""
+        self._horizon = max(self._horizon, now - self.window_seconds)
+        first = math.floor(self._horizon / self.resolution) if math.isfinite(self._horizon) else None
+        while first is not None and self._order and self._order[0] < first:
+            self._drop(self._order[0])
+
+    def _drop(self, slot: int) -> None:
+        self._order.remove(slot)
+        counts = self._slots.pop(slot)
+        self._counts.subtract(counts)
+        self._total -= sum(counts.values())
 
     @property
     def count(self) -> int:
-        return len(self._events)
+        return self._total
+
+    @property
+    def slots(self) -> int:
+        """Time slots held (bounded by ``SLOTS + 2``)."""
+        return len(self._order)
 
     def share(self, sentiment: str) -> float:
-        return self._counts[sentiment] / len(self._events) if self._events else 0.0
+        return self._counts[sentiment] / self._total if self._total else 0.0
 
     @property
     def index(self) -> float:
-        if not self._events:
+        if not self._total:
             return 0.0
-        return (self._counts["positive"] - self._counts["negative"]) / len(self._events)
+        return (self._counts["positive"] - self._counts["negative"]) / self._total
 
     def recent_ids(self, sentiment: str, limit: int) -> list[str]:
-        """Ids of the newest ``limit`` events with ``sentiment`` (for alert context)."""
-        ids = [i for _, s, i in reversed(self._events) if s == sentiment and i]
-        return ids[:limit]
+        """Ids of the newest (at most ``limit``, <= KEEP_IDS) events with ``sentiment`` still in the window."""
+        kept = self._ids.get(sentiment, ())
+        start = self._order[0] * self.resolution if self._order else float("inf")
+        return [i for at, i in reversed(kept) if at >= start][:limit]
 
 
 class SentimentTrends:
@@ -68,20 +115,18 @@ class SentimentTrends:
     def __init__(self, windows: Iterable[float]) -> None:
         self.windows = tuple(sorted(set(windows)))
         self._by_key: dict[tuple[str, float], RollingCounts] = {}
-        self._now = float("-inf")
 
     def update(self, key: str, at: float, sentiment: str) -> None:
-        self._now = max(self._now, at)
         for window in self.windows:
             counts = self._by_key.get((key, window))
             if counts is None:
                 counts = self._by_key[(key, window)] = RollingCounts(window)
             counts.add(at, sentiment)
 
-    def snapshot(self) -> dict[tuple[str, float], tuple[float, int]]:
-        """``{(key, window): (index, count)}`` after expiring old events."""
+    def snapshot(self, now: float) -> dict[tuple[str, float], tuple[float, int]]:
+        """``{(key, window): (index, count)}`` at event time ``now`` (the watermark), after expiring old events."""
         out = {}
         for k, counts in self._by_key.items():
-            counts.expire(self._now)
+            counts.expire(now)
             out[k] = (counts.index, counts.count)
         return out

@@ -53,6 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", help="override kafka.bootstrap_servers (with --via-kafka)")
     p.add_argument("--keep-topics", action="store_true", help="keep the replay-* topics (with --via-kafka)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sweep", nargs="*", metavar="KEY=V1,V2", default=None,
+                   help="after the replay, recompute the alerts and their ground truth for every combination of "
+                        "these alerts.* settings (e.g. ratio=1.5,2,3 min_count=10,20) and print precision, recall "
+                        "and detection delay per scope and setting (also DIR/sweep.csv); --sweep alone: "
+                        "ratio=1.5,2,3 min_delta=0.1,0.2 hold_seconds=900,1800")
+    p.add_argument("--min-bucket-count", type=int, default=10,
+                   help="report: mask time buckets with fewer items than this (default: 10)")
     p.set_defaults(func=replay)
 
 
@@ -72,15 +79,23 @@ def replay(args: argparse.Namespace) -> int:
     from monitor.logs import setup_logging
 
     setup_logging(config.logging.level, config.logging.json)
+    from monitor.replay import quality
     from monitor.replay.feeds import FeedError
     from monitor.replay.runner import ReplayOptions
     from monitor.replay.runner import replay as run_replay
     from monitor.serving import ModelNotFound
 
+    try:
+        grid = (quality.parse_grid(args.sweep) or quality.DEFAULT_GRID) if args.sweep is not None else {}
+        quality.settings(config.alerts, grid)
+    except ValueError as err:
+        print(f"monitor replay: {err}", file=sys.stderr)
+        return 2
     options = ReplayOptions(
         feeds=tuple(args.feeds), out=args.out, fmt=args.fmt, bucket=args.bucket, speed=args.speed or 0.0,
         seed=args.seed, batching=args.batching, learn=config.learning.enabled if args.learn is None else args.learn,
         via_kafka=args.via_kafka, progress=not args.no_progress, keep_topics=args.keep_topics,
+        sweep=tuple(grid.items()), min_bucket_count=args.min_bucket_count,
     )
     def interrupt(_signum: int, _frame: object) -> None:  # SIGTERM like Ctrl-C: --via-kafka cleans up
         raise KeyboardInterrupt
@@ -106,4 +121,13 @@ def replay(args: argparse.Namespace) -> int:
           f"{timing['wall_seconds']} s ({timing['items_per_second']} items/s); alerts raised: "
           f"{summary['alerts']['raised']}; accuracy topic {acc['topic']['accuracy']}, "
           f"sentiment {acc['sentiment']['accuracy']}; report: {args.out / 'report.html'}")
+    scores = summary["alert_quality"]["scores"]
+    truth = summary["alert_quality"]["truth"]
+    print(f"alert quality against the labelled surges ({truth['raised']} true surges; same definition on the "
+          f"labels, {truth['coverage']} of items labelled, min_count {truth['min_count']}):")
+    print(quality.format_rows([{"scope": scope, **figures} for scope, figures in scores.items()]))
+    if "sweep" in summary:
+        print(f"sweep over {', '.join(grid)} ({len(summary['sweep']) // len(quality.SCOPES)} settings; "
+              f"{args.out / 'sweep.csv'}):")
+        print(quality.format_rows(summary["sweep"]))
     return 0

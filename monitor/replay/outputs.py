@@ -11,23 +11,40 @@ and seed write byte-identical files (``summary.json`` aside: it also holds wall-
 - ``prequential``: per head and bucket of *label visibility time*: how many labels arrived, how
   many of those items the serving model had predicted right (test-then-train: every prediction
   was made before its label was known) and the cumulative accuracy so far.
+- ``alert_stats``: per check of the surge detector at which a key's statistic or state changed:
+  ``at`` (the watermark), ``scope``, ``key``, ``count`` (items in ``alerts.window_seconds``),
+  ``negative_share``, ``baseline``, ``raise_threshold``, ``clear_threshold``, ``active``: what
+  each alert was decided on, at the detector's own resolution.
+- ``sweep``: with ``--sweep``, one row per alert setting and scope (``monitor.replay.quality``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import astuple, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.alerts import SurgeStats
 from monitor.records import Alert, Prediction
 from monitor.replay.feeds import Event
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["HEADS", "check_bucket", "labels_frame", "predictions_frame", "prequential_frame", "trends_frame",
-           "write_jsonl", "write_table"]
+__all__ = [
+    "HEADS",
+    "alert_stats_frame",
+    "check_bucket",
+    "labels_frame",
+    "predictions_frame",
+    "prequential_frame",
+    "rows_frame",
+    "trends_frame",
+    "write_jsonl",
+    "write_table",
+]
 
 HEADS = ("topic", "sentiment")
 
@@ -138,6 +155,22 @@ def prequential_frame(labels: pd.DataFrame, bucket: str) -> pd.DataFrame:
     cum = grouped.groupby("head")[["correct", "labels"]].cumsum()
     grouped["cumulative_accuracy"] = (cum["correct"] / cum["labels"]).round(4)
     return grouped.sort_values(["bucket_start", "head"], kind="stable").reset_index(drop=True)[columns]
+
+
+def alert_stats_frame(stats: Sequence[SurgeStats]) -> pd.DataFrame:
+    """The surge detector's statistic per change (module docstring), ``at`` as a UTC timestamp."""
+    import pandas as pd
+
+    columns = [f.name for f in fields(SurgeStats)]
+    frame = pd.DataFrame([astuple(s) for s in stats], columns=columns)
+    frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
+    return frame
+
+
+def rows_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
 
 
 def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:

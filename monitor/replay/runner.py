@@ -51,6 +51,10 @@ class ReplayOptions:
     via_kafka: bool = False
     progress: bool = True
     keep_topics: bool = False
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """alerts.* settings to sweep: ``(key, values)`` pairs (``quality.parse_grid``); empty: no sweep."""
+    min_bucket_count: int = 10
+    """Report: buckets with fewer items are masked."""
     learner_factory: LearnerFactory | None = field(default=None, compare=False)
 
 
@@ -143,7 +147,7 @@ def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:
         raise RuntimeError(f"the replay produced {len(result.predictions)} predictions for {len(rows)} items")
     learning_events = tap.events if tap is not None else []
     learning = {"enabled": tap is not None, **_learning_summary(learning_events)}
-    summary = write_outputs(out, result, label_events, learning_events, options, feed_files=options.feeds,
+    summary = write_outputs(out, result, label_events, learning_events, options, config, feed_files=options.feeds,
                             learning=learning)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary
@@ -165,24 +169,37 @@ def write_outputs(
     label_events: list[Any],
     learning_events: list[dict[str, Any]],
     options: ReplayOptions,
+    config: MonitorConfig,
     *,
     feed_files: tuple[Path, ...] = (),
     learning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write every table and the report; return the summary (not yet written)."""
+    from monitor.replay import quality as q
+
     predictions = outputs.predictions_frame(result.predictions, label_events)
     trends = outputs.trends_frame(predictions, options.bucket)
     labels = outputs.labels_frame(predictions)
     prequential = outputs.prequential_frame(labels, options.bucket)
+    watch = config.metrics.watch_tickers
+    stats: list[Any] = []
+    by_id = {e.id: e.label for e in label_events if e.label is not None}
+    found = q.evaluate(result.predictions, by_id, config.alerts, watch, on_stats=stats.append)
+    if [a.to_json() for a in found.model] != [a.to_json() for a in result.alerts]:
+        log.warning("replay: alerts recomputed from the predictions differ from the pipeline's; the report and "
+                    "alert_quality use the recomputed ones")
     files = {
         "predictions": outputs.write_table(predictions, out / "predictions", options.fmt),
         "trends": outputs.write_table(trends, out / "trends", "csv"),
         "prequential": outputs.write_table(prequential, out / "prequential", "csv"),
+        "alert_stats": outputs.write_table(outputs.alert_stats_frame(stats), out / "alert_stats", "csv"),
         "alerts": outputs.write_jsonl(result.alerts, out / "alerts.jsonl"),
+        "truth_alerts": outputs.write_jsonl(found.truth, out / "truth_alerts.jsonl"),
         "events": outputs.write_jsonl(learning_events, out / "events.jsonl"),
     }
     alerts = [json.loads(a.to_json()) for a in result.alerts]
     n = len(result.predictions)
+    labelled = sum(1 for p in result.predictions if p.id in by_id and by_id[p.id].sentiment)
     summary: dict[str, Any] = {
         "path": result.path,
         "feeds": [str(f) for f in feed_files],
@@ -196,7 +213,16 @@ def write_outputs(
         "bucket": options.bucket,
         "model_versions": list(dict.fromkeys(p.model_version for p in result.predictions)),
         "alerts": {"raised": sum(a["state"] == "raised" for a in alerts),
-                   "cleared": sum(a["state"] == "cleared" for a in alerts)},
+                   "cleared": sum(a["state"] == "cleared" for a in alerts),
+                   "by_scope": {scope: {"raised": sum(a["state"] == "raised" and a["scope"] == scope for a in alerts),
+                                        "cleared": sum(a["state"] == "cleared" and a["scope"] == scope
+                                                       for a in alerts)}
+                                for scope in ("topic", "ticker")}},
+        "alert_quality": {"scores": found.scores,
+                          "truth": {"coverage": round(labelled / n, 4) if n else None,
+                                    "min_count": found.truth_config.min_count,
+                                    "min_baseline_count": found.truth_config.min_baseline_count,
+                                    "raised": sum(a.state == "raised" for a in found.truth)}},
         "accuracy": {head: _accuracy(labels, head) for head in outputs.HEADS},
         "timing": {"wall_seconds": round(result.wall_seconds, 3),
                    "items_per_second": round(n / result.wall_seconds, 1) if result.wall_seconds else None,
@@ -204,9 +230,17 @@ def write_outputs(
         "learning": learning or {"enabled": False},
         **({"kafka": result.extra} if result.extra else {}),
     }
-    plots = report.render_plots(trends, labels, alerts, learning_events)
-    files["report"] = report.write_report(out / "report.html", summary=summary, plots=plots, alerts=alerts,
-                                          events=learning_events)
+    if options.sweep:
+        rows = q.sweep(result.predictions, by_id, config.alerts, watch, dict(options.sweep))
+        files["sweep"] = outputs.write_table(outputs.rows_frame(rows), out / "sweep", "csv")
+        summary["sweep"] = rows
+    end = float(predictions["published_at"].max().timestamp()) if n else 0.0
+    data = report.ReportData(
+        summary=summary, stats=outputs.alert_stats_frame(stats), predictions=predictions, labels=labels,
+        alerts=alerts, model_spans=q.alert_spans(result.alerts, end), truth_spans=q.alert_spans(found.truth, end),
+        events=learning_events, bucket=options.bucket, min_count=config.alerts.min_count,
+        min_bucket_count=options.min_bucket_count, watch_tickers=watch)
+    files["report"] = report.write_report(out / "report.html", data)
     summary["files"] = {name: path.name for name, path in files.items()}
     return summary
 
