@@ -14,7 +14,7 @@ __all__ = ["add_parser"]
 log = logging.getLogger(__name__)
 
 
-def _epilog() -> str:
+def epilog() -> str:
     lines = ["configuration keys (YAML section.key; env override MONITOR__SECTION__KEY):", ""]
     for key, default, doc in describe_keys():
         lines.append(f"  {key} (default: {default})")
@@ -27,15 +27,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="consume news/comments from Kafka, classify, publish results, metrics and alerts",
         description="Run the monitor daemon until SIGTERM/SIGINT (a second signal exits at once).",
-        epilog=_epilog(),
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``monitor run`` and of the role commands (``serve``, ``analytics``, ``learn``)."""
     p.add_argument("--config", "-c", help="YAML config file (see keys below)")
     p.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
     p.add_argument("--model", help="override model.path (a checkpoint or a model registry directory)")
     p.add_argument("--metrics-port", type=int, help="override metrics.port")
     p.add_argument("--check-config", action="store_true", help="validate the config, print it (secrets masked), exit")
-    p.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace) -> MonitorConfig:
@@ -49,11 +54,12 @@ def build_config(args: argparse.Namespace) -> MonitorConfig:
     return load_config(args.config, env=env)
 
 
-def run(args: argparse.Namespace) -> int:
+def checked_config(args: argparse.Namespace, prog: str) -> MonitorConfig | int:
+    """The configuration, or the exit status: 2 when invalid (message on stderr), 0 after ``--check-config``."""
     try:
         config = build_config(args)
     except ConfigError as err:
-        print(f"monitor run: invalid configuration: {err}", file=sys.stderr)
+        print(f"{prog}: invalid configuration: {err}", file=sys.stderr)
         return 2
     if args.check_config:
         import json
@@ -63,10 +69,31 @@ def run(args: argparse.Namespace) -> int:
         try:
             parse_settings(config.learning.settings)
         except ConfigError as err:
-            print(f"monitor run: invalid configuration: {err}", file=sys.stderr)
+            print(f"{prog}: invalid configuration: {err}", file=sys.stderr)
             return 2
         print(json.dumps(config.redacted(), indent=2, default=str))
         return 0
+    return config
+
+
+def create_topics(config: MonitorConfig) -> None:
+    """Create the missing topics of the data flow (``kafka.create_topics``)."""
+    from monitor.stream.admin import ensure_topics
+
+    kafka = config.kafka
+    if not kafka.create_topics:
+        return
+    names = [*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic, kafka.alerts_topic,
+             kafka.labels_topic, kafka.label_requests_topic]
+    created = ensure_topics(kafka, names, partitions=kafka.topic_partitions, replication=kafka.replication_factor)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+
+
+def run(args: argparse.Namespace) -> int:
+    config = checked_config(args, "monitor run")
+    if isinstance(config, int):
+        return config
     from monitor.logs import setup_logging
 
     setup_logging(config.logging.level, config.logging.json)
@@ -74,17 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from monitor.app import Monitor
     from monitor.metrics import Metrics, serve
     from monitor.serving import ModelNotFound
-    from monitor.stream.admin import ensure_topics
-
-    kafka = config.kafka
     try:
-        if kafka.create_topics:
-            names = [*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic, kafka.alerts_topic,
-                     kafka.labels_topic, kafka.label_requests_topic]
-            created = ensure_topics(kafka, names, partitions=kafka.topic_partitions,
-                                    replication=kafka.replication_factor)
-            if created:
-                log.info("created topics: %s", ", ".join(created))
+        create_topics(config)
         metrics = Metrics()
         learner = None
         if config.learning.enabled:

@@ -78,8 +78,6 @@ class AnalyticsOwner:
     def run(self) -> int:
         batch = self.config.batch
         try:
-            if self.lease is not None and not self.lease.wait(self._stop.is_set):
-                return 0
             log.info("analytics owner running on %s", self.config.kafka.output_topic)
             while not self._stop.is_set():
                 messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
@@ -141,5 +139,3 @@ class AnalyticsOwner:
         finally:
             self.sink.close()
             self.source.close()
-            if self.lease is not None:
-                self.lease.close()

@@ -82,8 +82,6 @@ class LearnerRole:
     def run(self) -> int:
         batch = self.config.batch
         try:
-            if self.lease is not None and not self.lease.wait(self._stop.is_set):
-                return 0
             self._seed_announcement()
             while not self._stop.is_set():
                 messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
@@ -164,5 +162,3 @@ class LearnerRole:
             self.announcer.close()
             if self.follower is not None:
                 self.follower.close()
-            if self.lease is not None:
-                self.lease.close()
