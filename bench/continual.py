@@ -62,8 +62,8 @@ BASE = TrainConfig(epochs=3, batch_size=16, lr_encoder=1e-4, lr_head=1e-3, freez
 #: (CPU budget), no forgetting holdout (the benchmark measures forgetting on its test sets) and an
 #: open gate (every method's model is measured; the gate's numbers are still recorded).
 LEARNER: Mapping[str, Any] = {
-    "epochs": 3, "lr_encoder": 1e-4, "max_length": 48, "holdout_fraction": 0.0, "gate_fraction": 0.1,
-    "min_gate_examples": 1, "min_improvement": -1.0, "max_forgetting": 1.0, "label_requests": 0,
+    "epochs": 3, "lr_encoder": 1e-4, "holdout_fraction": 0.0, "gate_fraction": 0.1,
+    "min_gate_examples": 1, "gate_enabled": False, "label_requests": 0,
 }
 METHOD_SETTINGS: Mapping[str, Mapping[str, Any]] = {
     "naive": {"method": "naive"},
@@ -200,7 +200,7 @@ def print_table(results: Mapping[str, Any]) -> None:
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
     base = replace(BASE, epochs=args.base_epochs, max_length=args.max_length, device=args.device, seed=args.seed)
-    learner = {**LEARNER, "epochs": args.epochs, "lr_encoder": args.update_lr, "max_length": args.max_length}
+    learner = {**LEARNER, "epochs": args.epochs, "lr_encoder": args.update_lr}
     return RunSettings(base=base, learner=learner, methods=METHOD_SETTINGS, max_length=args.max_length,
                        device=args.device, seed=args.seed, keep=args.keep)
 

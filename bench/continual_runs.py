@@ -13,8 +13,8 @@
   phase 1 would have it. Controlled phase boundaries come from the learner's own periodic
   policy: it retrains every ``update_size`` labels (``min_new_labels`` = ``retrain_every_labels``),
   and each phase is one event-time day, its labels all visible before the next day starts, so
-  run ``r`` trains exactly on phase ``r + 1``. The gate is opened (``min_improvement`` -1,
-  ``max_forgetting`` 1) so that every method's model is promoted and measured; the gate's
+  run ``r`` trains exactly on phase ``r + 1``. The gate is opened (``gate_enabled`` false)
+  so that every method's model is promoted and measured; the gate's
   numbers are still recorded.
 - **static**: the same feed replayed without learning.
 - **joint**: at each phase boundary, ``fit`` from the backbone on every stream seen so far (the
@@ -255,7 +255,8 @@ def _base(scenario: Scenario, backbone: Path, rs: RunSettings, bases: dict[str, 
         registry = ModelRegistry(root).init()
         version = f"base-{scenario.key}"
         meta = CheckpointMeta(version=version, parent=None, backbone=str(backbone), topics=model.topics,
-                              sentiments=model.sentiments, data_fingerprint=key, train_config=rs.base.to_dict())
+                              sentiments=model.sentiments, data_fingerprint=key, train_config=rs.base.to_dict(),
+                              max_length=rs.max_length)
         save_checkpoint(model, tokenizer, meta, registry.path(version))
         registry.set_current(version, reason="continual benchmark: base model trained on phase 1")
         base = bases[key] = Base(model, tokenizer, root, result)

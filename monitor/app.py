@@ -4,13 +4,23 @@ Order of one micro-batch (at-least-once; this is the one place it is written dow
 
 1. poll a batch of raw messages (up to ``batch.max_batch`` or ``batch.max_wait_ms``);
 2. decode; a bad message is sent to the dead-letter topic with its reason;
-3. classify the good ones (``Pipeline.process``) and send one result each, plus any alerts;
+3. classify the good ones (``Pipeline.process``) and send one result each, plus any alerts
+   (a result larger than the producer's ``max_request_size`` dead-letters its input ``oversize``);
 4. flush the producer: the broker has acknowledged every result, dead letter and alert;
-5. hand items, predictions and labels to the learner, which stores labelled examples;
-6. commit the batch's offsets.
+   while it does not answer, the flush is retried with backoff (``kafka.outage_backoff_max_s``),
+   for as long as the outage lasts;
+5. hand items, predictions and labels to the learner, which stores labelled examples (and
+   flush again the dead letters this step made, if any);
+6. commit the batch's offsets (retried like the flush).
 
 A crash anywhere before 6 re-reads the batch after restart: duplicates are possible, losses
-are not. Slow work never blocks polling: training runs in the learner's worker thread, and
+are not. No message can stop the loop: whatever decoding, classifying, publishing or the
+learner raises for a message (beyond the decoder's own reasons) dead-letters that message
+``processing_error`` with the exception class in ``dlq.detail``; a batch that raises is split
+in halves until the culprit is alone (``monitor.resilience.isolate``), the rest goes on. A stop
+asked during a broker outage leaves without committing the batch in hand (it is re-read).
+
+Slow work never blocks polling: training runs in the learner's worker thread, and
 between two polls the loop only classifies one bounded micro-batch (kafka-python heartbeats
 from its own thread), far below ``max_poll_interval_ms``. While the learner trains, serving
 goes on with the current model; a promoted model is swapped in between batches.
@@ -18,6 +28,7 @@ goes on with the current model; a promoted model is swapped in between batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -33,10 +44,11 @@ from monitor.metrics import Metrics
 from monitor.model.predictor import Predictor
 from monitor.pipeline import BatchOutcome, ModelSlot, Pipeline
 from monitor.records import Label, NewsItem, Prediction
+from monitor.resilience import Outage, describe_error, isolate
 from monitor.serving import RegistryWatcher, load_predictor, resolve_model_dir
 from monitor.stream.codec import DecodeError, decode_item, decode_label
-from monitor.stream.sink import KafkaSink
-from monitor.stream.source import KafkaSource, RawMessage
+from monitor.stream.sink import KafkaSink, SinkError
+from monitor.stream.source import KafkaSource, RawMessage, SourceError
 from monitor.trends import SentimentTrends
 
 __all__ = ["Learner", "Monitor"]
@@ -56,6 +68,20 @@ class Learner(Protocol):
     def drain_label_requests(self) -> list[tuple[str, bytes]]: ...
 
     def close(self) -> None: ...
+
+
+class _Abandoned(Exception):
+    """A stop was asked while the broker does not answer: leave without committing the batch in hand."""
+
+
+@dataclass
+class _Decoded:
+    """One polled batch after decoding: items and labels with the message each came from."""
+
+    items: list[NewsItem] = field(default_factory=list)
+    item_messages: list[RawMessage] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    label_messages: list[RawMessage] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +131,7 @@ class Monitor:
         topics = list(kafka.input_topics) + ([kafka.labels_topic] if learner is not None else [])
         self.source = source or KafkaSource(kafka, topics, max_poll_records=max(config.batch.max_batch, 1))
         self.sink = sink or KafkaSink(kafka)
+        self.outage = Outage(self.metrics, backoff_max_s=kafka.outage_backoff_max_s)
         self._stop = threading.Event()
         self._totals = _Totals()
         self._last_summary = time.monotonic()
@@ -145,56 +172,144 @@ class Monitor:
                     self.handle(messages)
                 self._maybe_swap_model()
                 self._maybe_report()
+        except _Abandoned as err:
+            log.warning("%s", err)
         finally:
             self.close()
         return 0
 
     def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Steps 2-6 of the module docstring for one polled batch."""
-        m, kafka, cfg = self.metrics, self.config.kafka, self.config
         t0 = time.perf_counter()
-        items: list[NewsItem] = []
-        received: list[float] = []
-        labels: list[Label] = []
-        for msg in messages:
-            m.consumed.labels(topic=msg.topic).inc()
-            try:
-                if msg.topic == kafka.labels_topic and self.learner is not None:
-                    labels.append(decode_label(msg.value or b"", topics=self._topics or None,
-                                               sentiments=self._sentiments or None))
-                    continue
-                items.append(decode_item(msg.value if msg.value is not None else b"null",
-                                         max_text_chars=cfg.batch.max_text_chars,
-                                         topics=self._topics or None, sentiments=self._sentiments or None))
-                received.append(msg.received_at)
-            except DecodeError as err:
-                self.sink.dead_letter(msg, err.reason, err.detail)
-                m.dead_lettered.labels(reason=err.reason).inc()
-                self._totals.dead += 1
-                self._totals.by_reason[err.reason] += 1
+        batch = self._decode(messages)
         t1 = time.perf_counter()
-        outcome = self.pipeline.process(items, received)
+        outcome, classified = self._classify(batch)
         stats = getattr(self.slot.current, "last_stats", None)
-        for p in outcome.predictions:
-            self.sink.prediction(p)
-        for a in outcome.alerts:
-            self.sink.alert(a)
-        if self.learner is not None:
-            for item_id, body in self.learner.drain_label_requests():
-                self.sink.label_request(item_id, body)
-                m.label_requests.inc()
+        self._publish(outcome, [batch.item_messages[i] for i in classified])
         t2 = time.perf_counter()
-        self.sink.flush()  # step 4: raises SinkError -> no commit -> the batch is re-read
+        self._flush()  # step 4: retried until the broker has every output; nothing is committed before
         t3 = time.perf_counter()
         if self.learner is not None:
-            self.learner.observe(items, outcome.predictions)
-            for label in labels:
-                self.learner.on_label(label)
-            self.learner.persist()
-        self.source.commit(messages)
+            self._learn(classified, outcome.predictions, batch)
+            self._flush()  # dead letters of the learner step, if any
+        self._commit(messages)
         t4 = time.perf_counter()
         self._record(outcome, len(messages), (t0, t1, t2, t3, t4), stats)
         return outcome
+
+    # --- the steps -------------------------------------------------------------------------------
+    def _dead_letter(self, msg: RawMessage, reason: str, detail: str) -> None:
+        self.sink.dead_letter(msg, reason, detail)
+        self.metrics.dead_lettered.labels(reason=reason).inc()
+        self._totals.dead += 1
+        self._totals.by_reason[reason] += 1
+
+    def _decode(self, messages: Sequence[RawMessage]) -> _Decoded:
+        kafka, batch_cfg = self.config.kafka, self.config.batch
+        out = _Decoded()
+        for msg in messages:
+            self.metrics.consumed.labels(topic=msg.topic).inc()
+            try:
+                if msg.topic == kafka.labels_topic and self.learner is not None:
+                    out.labels.append(decode_label(msg.value, topics=self._topics or None,
+                                                   sentiments=self._sentiments or None))
+                    out.label_messages.append(msg)
+                    continue
+                out.items.append(decode_item(msg.value, max_text_chars=batch_cfg.max_text_chars,
+                                             topics=self._topics or None, sentiments=self._sentiments or None,
+                                             kafka_timestamp_ms=msg.timestamp_ms,
+                                             max_future_skew_s=batch_cfg.max_future_skew_s))
+                out.item_messages.append(msg)
+            except DecodeError as err:
+                self._dead_letter(msg, err.reason, err.detail)
+            except Exception as err:  # a decoder bug must not stop the daemon either
+                log.exception("decoding %s/%d@%d raised", msg.topic, msg.partition, msg.offset)
+                self._dead_letter(msg, "processing_error", describe_error(err))
+        return out
+
+    def _classify(self, batch: _Decoded) -> tuple[BatchOutcome, list[int]]:
+        """``Pipeline.process`` on the items; an item that makes it raise is isolated and dead-lettered.
+
+        Returns the outcome and, for each of its predictions, the index of its item in ``batch``.
+        """
+        items, msgs = batch.items, batch.item_messages
+        parts, failures = isolate(
+            lambda idx: self.pipeline.process([items[i] for i in idx], [msgs[i].received_at for i in idx]),
+            len(items))
+        for index, err in failures:
+            log.error("classifying %s/%d@%d raised %s; dead-lettered", msgs[index].topic, msgs[index].partition,
+                      msgs[index].offset, describe_error(err))
+            self._dead_letter(msgs[index], "processing_error", describe_error(err))
+        if not parts:
+            return self.pipeline.process([], []), []
+        outcome = dataclasses.replace(
+            parts[-1][1],
+            predictions=[p for _, part in parts for p in part.predictions],
+            alerts=[a for _, part in parts for a in part.alerts],
+            infer_seconds=sum(part.infer_seconds for _, part in parts),
+        )
+        return outcome, [i for indices, _ in parts for i in indices]
+
+    def _publish(self, outcome: BatchOutcome, msgs: Sequence[RawMessage]) -> None:
+        """Step 3: one result per item (``msgs``: the input of each prediction), alerts, label requests."""
+        for p, msg in zip(outcome.predictions, msgs, strict=True):
+            try:
+                if not self.sink.prediction(p):
+                    self._dead_letter(msg, "oversize", f"the result of {p.id[:40]!r} exceeds the producer's "
+                                                       f"max_request_size ({self.sink.max_request_size} bytes)")
+            except Exception as err:
+                self._dead_letter(msg, "processing_error", describe_error(err))
+        for a in outcome.alerts:
+            if not self.sink.alert(a):
+                log.error("alert %s:%s exceeds max_request_size; not published", a.scope, a.key)
+        if self.learner is not None:
+            for item_id, body in self.learner.drain_label_requests():
+                if self.sink.label_request(item_id, body):
+                    self.metrics.label_requests.inc()
+
+    def _learn(self, classified: Sequence[int], predictions: Sequence[Prediction], batch: _Decoded) -> None:
+        """Step 5: the learner observes the classified items and joins the labels; culprits dead-lettered."""
+        assert self.learner is not None
+        learner = self.learner
+        items = [batch.items[i] for i in classified]
+        _, failures = isolate(lambda idx: learner.observe([items[i] for i in idx], [predictions[i] for i in idx]),
+                              len(items))
+        for index, err in failures:
+            self._dead_letter(batch.item_messages[classified[index]], "processing_error", describe_error(err))
+        for label, msg in zip(batch.labels, batch.label_messages, strict=True):
+            try:
+                learner.on_label(label)
+            except Exception as err:
+                log.error("label %s/%d@%d raised %s; dead-lettered", msg.topic, msg.partition, msg.offset,
+                          describe_error(err))
+                self._dead_letter(msg, "processing_error", describe_error(err))
+        learner.persist()
+
+    def _flush(self) -> None:
+        """Flush the outputs, retrying with backoff for as long as the broker does not answer."""
+        while True:
+            try:
+                self.sink.flush()
+            except SinkError as err:
+                if self._stop.is_set():
+                    raise _Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
+                self._stop.wait(self.outage.failed("flush", err))
+                continue
+            self.outage.ok()
+            return
+
+    def _commit(self, messages: Sequence[RawMessage]) -> None:
+        """Step 6, retried like the flush (a lost rebalance is not retried: the new owner re-reads)."""
+        while True:
+            try:
+                self.source.commit(messages)
+            except SourceError as err:
+                if self._stop.is_set():
+                    raise _Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
+                self._stop.wait(self.outage.failed("commit", err))
+                continue
+            self.outage.ok()
+            return
 
     # --- bookkeeping ---------------------------------------------------------------------------------
     def _record(self, outcome: BatchOutcome, n_messages: int, t: tuple[float, ...], stats: Any) -> None:
@@ -283,9 +398,12 @@ class Monitor:
         self._totals = _Totals()
 
     def close(self) -> None:
-        """Flush and close everything; safe to call twice."""
+        """Flush (once) and close everything; safe to call twice."""
         try:
             self.sink.flush()
+        except SinkError as err:  # stopping in an outage: those inputs were not committed, they are re-read
+            log.warning("stopping with %d outputs unacknowledged (their inputs are not committed): %s",
+                        self.sink.unacknowledged, err)
         finally:
             if self.learner is not None:
                 self.learner.close()

@@ -31,6 +31,7 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
     "bad_timestamp",
     "oversize",
     "bad_label",
+    "processing_error",
 )
 
 #: Outcomes of a training run (``outcome`` label of monitor_training_runs_total).
@@ -70,6 +71,11 @@ class Metrics:
                                   ["topic", "partition"], namespace=NS, registry=r)
         self.last_consumed = Gauge("last_consumed_timestamp_seconds",
                                    "Unix time of the last consumed message.", namespace=NS, registry=r)
+        self.broker_unreachable_since = Gauge("broker_unreachable_since_timestamp_seconds",
+                                              "Unix time since which the broker does not answer (0 = it does).",
+                                              namespace=NS, registry=r)
+        self.broker_retries = Counter("broker_retries", "Flushes and commits retried because the broker did "
+                                      "not answer.", ["operation"], namespace=NS, registry=r)
         # --- predictions and sentiment ----------------------------------------------------------
         self.predictions = Counter("predictions", "Classified items by predicted topic and sentiment.",
                                    ["topic", "sentiment"], namespace=NS, registry=r)
@@ -95,6 +101,8 @@ class Metrics:
                                    "Unix time at which the serving model was trained.",
                                    namespace=NS, registry=r)
         self.model_swaps = Counter("model_swaps", "Hot swaps of the serving model.", namespace=NS, registry=r)
+        self.model_load_failures = Counter("model_load_failures", "New model versions that failed to load "
+                                           "(retried with backoff).", namespace=NS, registry=r)
         # --- learning loop ------------------------------------------------------------------------
         self.labels_joined = Counter("labels_received", "Labels received, by join outcome.",
                                      ["outcome"], namespace=NS, registry=r)  # joined | unknown | late | inline
@@ -125,6 +133,8 @@ class Metrics:
             self.training_runs.labels(outcome=outcome)
         for outcome in LABEL_OUTCOMES:
             self.labels_joined.labels(outcome=outcome)
+        for operation in ("flush", "commit"):
+            self.broker_retries.labels(operation=operation)
 
 
 def serve(host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:

@@ -17,6 +17,7 @@ are left out.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,14 +43,17 @@ class DriftTracker:
         *,
         window: int,
         version: str,
+        floor_window: int = 100,
     ) -> None:
         self._specs = {error_signal(h): (detector, detector_params, "detector") for h in HEADS}
         self._specs.update({s: (label_free_detector, label_free_params, "label_free_detector")
                             for s in label_free_signals})
         self.label_free_signals = tuple(label_free_signals)
         self.window = window
+        self.floor_window = floor_window
         self._version = version
         self._watches: dict[str, DriftWatch] = {}
+        self._floor: dict[str, deque[float]] = {}
         self._reset()
 
     @property
@@ -72,6 +76,19 @@ class DriftTracker:
         mean = self._watches[error_signal(head)].mean
         return None if mean is None else 1.0 - mean
 
+    def recent_accuracy(self, head: str) -> tuple[float | None, int]:
+        """Accuracy of ``head`` over its last ``floor_window`` labels of this version, and how many there were."""
+        errors = self._floor[head]
+        return (1.0 - sum(errors) / len(errors) if errors else None), len(errors)
+
+    def below_floor(self, floor: float) -> str | None:
+        """The first head whose accuracy over a full ``floor_window`` of labels is below ``floor`` (as a reason)."""
+        for head in HEADS:
+            accuracy, n = self.recent_accuracy(head)
+            if accuracy is not None and n >= self.floor_window and accuracy < floor:
+                return f"{head} accuracy {accuracy:.3f} < floor {floor:.3f} over {n} labels"
+        return None
+
     def update_prediction(self, version: str, confidence: float, sentiment: str) -> list[str]:
         """One prediction: follow its version, feed the label-free signals."""
         if version != self._version:
@@ -88,9 +105,12 @@ class DriftTracker:
         if version != self._version:
             return []
         errors = head_errors(predicted_topic, predicted_sentiment, topic=topic, sentiment=sentiment)
+        for head, error in errors.items():
+            self._floor[head].append(float(error))
         return [error_signal(h) for h, e in errors.items() if self._watches[error_signal(h)].update(e)]
 
     def _reset(self) -> None:
+        self._floor = {head: deque(maxlen=self.floor_window) for head in HEADS}
         self._watches = {
             signal: DriftWatch(make_detector(name, params, f"{KEY}.{key}"), direction=HARMFUL_DIRECTION[signal],
                                window=self.window)

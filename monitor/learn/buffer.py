@@ -132,7 +132,8 @@ class ReplayBuffer:
     """``add(example)``; ``sample(n, rng)``; ``holdout``; ``save(path)`` / ``ReplayBuffer.load(path, ...)``."""
 
     def __init__(
-        self, capacity: int, holdout_fraction: float = 0.1, period_s: float = 86_400.0, seed: int = 0
+        self, capacity: int, holdout_fraction: float = 0.1, period_s: float = 86_400.0, seed: int = 0,
+        holdout_capacity: int | None = None,
     ) -> None:
         if capacity < 1 or not 0.0 <= holdout_fraction < 1.0 or period_s <= 0:
             raise ValueError("need capacity >= 1, 0 <= holdout_fraction < 1 and period_s > 0")
@@ -140,10 +141,14 @@ class ReplayBuffer:
         self.holdout_fraction = holdout_fraction
         self.period_s = period_s
         self._train = _Pool(capacity)
-        self._holdout = _Pool(max(1, round(capacity * holdout_fraction)) if holdout_fraction > 0 else 0)
+        if holdout_capacity is None:
+            holdout_capacity = max(1, round(capacity * holdout_fraction)) if holdout_fraction > 0 else 0
+        self._holdout = _Pool(holdout_capacity if holdout_fraction > 0 else 0)
         self._rng = random.Random(seed)
         self._keys: set[tuple[str, str, str]] = set()
         self._added = 0
+        self.seeds: list[str] = []
+        """Fingerprints of the warm-start seeds absorbed (``monitor.learn.warmstart``), persisted."""
 
     def __len__(self) -> int:
         """Examples available for replay (the holdout is not counted)."""
@@ -196,16 +201,18 @@ class ReplayBuffer:
             "seen": {name: [[*cell, n] for cell, n in sorted(pool.seen.items())]
                      for name, pool in (("train", self._train), ("holdout", self._holdout))},
             "rng": _state_to_json(self._rng.getstate()),
+            "seeds": self.seeds,
         }
         pools = [("train", e) for e in self._train.examples()] + [("holdout", e) for e in self._holdout.examples()]
         save_examples(path, [e for _, e in pools], header, tags=[p for p, _ in pools])
 
     @classmethod
     def load(
-        cls, path: Path | str, capacity: int, holdout_fraction: float = 0.1, period_s: float = 86_400.0, seed: int = 0
+        cls, path: Path | str, capacity: int, holdout_fraction: float = 0.1, period_s: float = 86_400.0, seed: int = 0,
+        holdout_capacity: int | None = None,
     ) -> ReplayBuffer:
-        """The buffer saved at ``path`` (an empty one if there is none), trimmed to ``capacity``."""
-        buffer = cls(capacity, holdout_fraction, period_s, seed)
+        """The buffer saved at ``path`` (an empty one if there is none), trimmed to its capacities."""
+        buffer = cls(capacity, holdout_fraction, period_s, seed, holdout_capacity)
         if not Path(path).is_file():
             return buffer
         header, rows = _read(path)
@@ -219,6 +226,7 @@ class ReplayBuffer:
             buffer._keys.add(example_key(e))
         buffer._rng.setstate(_state_from_json(header["rng"]))
         buffer._added = int(header.get("added", 0))
+        buffer.seeds = [str(x) for x in header.get("seeds", [])]
         for pool in (buffer._train, buffer._holdout):
             for evicted in pool.shrink(buffer._rng):
                 buffer._keys.discard(example_key(evicted))

@@ -1,122 +1,141 @@
-"""The promotion gate: may a retrained challenger replace the serving model? Pure, no model here.
+"""The promotion gate: may a retrained challenger replace the serving model? Statistics, no model here.
 
-Two questions, both answered on labelled data that neither model trained on:
+Both questions are answered on **paired per-answer correctness**: for every labelled (example,
+head) answer of a set that neither model trained on, whether the serving model and the challenger
+got it right. Only the discordant answers say anything about the difference: ``b`` = serving
+right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answers.
 
-- **Better now?** On the held-out part of the new labelled window, the challenger's accuracy
-  minus the serving model's must be at least ``min_improvement``.
-- **Still good on the old?** On the replay holdout, the challenger may lose at most
-  ``max_forgetting`` of what the serving model knew: forgetting is the share of the holdout
-  answers the serving model got right that the challenger gets wrong. Counting only what was
-  known keeps gains on a new regime (where the serving model was wrong) from hiding losses on
-  an old one, even when both regimes are mixed in one stratum. It is the *worst* figure over the
-  whole holdout and over each stratum (source, period) with at least ``min_stratum_examples``
-  known examples.
+- **Better on recent labels?** On the gate set (a hash-chosen share of the new labels, never
+  trained on), McNemar's exact test, one-sided, mid-p: ``p = P(X > c) + P(X = c) / 2`` for
+  ``X ~ Binomial(b + c, 1/2)``. The challenger is better when ``p <= 1 - confidence`` and the
+  observed improvement ``(c - b) / n`` is at least ``min_improvement``.
+- **Not forgetting?** On the replay holdout (seeded with the old domain's data when the model
+  entered the registry, then a share of the stream), the accuracy loss ``(b - c) / n`` has a
+  one-sided upper confidence bound (Newcombe's hybrid score interval for paired proportions,
+  method 10) that must be at most ``max_forgetting``: the gate must be sure, at ``confidence``,
+  that the loss is below the limit. It is tested on the whole holdout and on each stratum
+  (source, period) with at least ``min_stratum_examples`` answers, so a gain on a new regime
+  cannot hide a loss on an old one; a set smaller than that is reported, not tested (it could
+  not show a small loss to be small).
 
-Accuracy of a set is the mean over the heads that have labels in it of each head's accuracy on
-the examples labelled for that head (partial labels are the norm).
-
-    >>> s = GateSettings(min_gate_examples=2, min_improvement=0.05, max_forgetting=0.02)
-    >>> truth = [Example("a", sentiment="positive"), Example("b", sentiment="negative")]
-    >>> serving_p, challenger_p = [("T", "negative"), ("T", "negative")], [("T", "positive"), ("T", "negative")]
-    >>> serving, challenger = tally(truth, serving_p), tally(truth, challenger_p)
-    >>> v = judge(s, recent=(serving, challenger), holdout={"wire@1": holdout_scores(truth, serving_p, challenger_p)})
-    >>> v.promote, v.reason, v.numbers["improvement"]
-    (True, 'improvement 0.500 >= 0.050; forgetting 0.000 <= 0.020 (1 known holdout examples)', 0.5)
+    >>> s = GateSettings(min_gate_examples=10, confidence=0.9, max_forgetting=0.05, min_stratum_examples=50)
+    >>> v = judge(s, recent=Paired(both=20, serving_only=1, challenger_only=12, neither=7),
+    ...           holdout={"tweets@?": Paired(both=180, serving_only=1, challenger_only=1, neither=18)})
+    >>> v.promote, v.numbers["mcnemar_p"] < 0.01, round(v.numbers["forgetting_upper"], 3)
+    (True, True, 0.011)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from monitor.learn.settings import GateSettings
 from monitor.records import Example
 
-__all__ = ["HoldoutScores", "Tally", "Verdict", "holdout_scores", "judge", "tally"]
+__all__ = ["Paired", "Verdict", "judge", "mcnemar_midp", "paired", "paired_interval", "wilson"]
 
 
 @dataclass(frozen=True)
-class Tally:
-    """Correct and labelled counts per head of one model on one set of examples."""
+class Paired:
+    """Paired correctness counts of the serving model and the challenger on one set of answers."""
 
-    examples: int = 0
-    correct: Mapping[str, int] = field(default_factory=dict)
-    total: Mapping[str, int] = field(default_factory=dict)
+    both: int = 0
+    serving_only: int = 0
+    """b: the serving model right, the challenger wrong."""
+    challenger_only: int = 0
+    """c: the challenger right, the serving model wrong."""
+    neither: int = 0
 
     @property
-    def accuracy(self) -> float | None:
-        """Mean over the labelled heads of the head accuracy; None when nothing is labelled."""
-        heads = [h for h, n in self.total.items() if n]
-        return sum(self.correct.get(h, 0) / self.total[h] for h in heads) / len(heads) if heads else None
+    def n(self) -> int:
+        return self.both + self.serving_only + self.challenger_only + self.neither
 
-    def __add__(self, other: Tally) -> Tally:
-        heads = set(self.total) | set(other.total)
-        return Tally(
-            self.examples + other.examples,
-            {h: self.correct.get(h, 0) + other.correct.get(h, 0) for h in heads},
-            {h: self.total.get(h, 0) + other.total.get(h, 0) for h in heads},
-        )
+    @property
+    def serving_accuracy(self) -> float | None:
+        return (self.both + self.serving_only) / self.n if self.n else None
+
+    @property
+    def challenger_accuracy(self) -> float | None:
+        return (self.both + self.challenger_only) / self.n if self.n else None
+
+    @property
+    def loss(self) -> float:
+        """Serving accuracy minus challenger accuracy (0 on an empty set)."""
+        return (self.serving_only - self.challenger_only) / self.n if self.n else 0.0
+
+    def __add__(self, other: Paired) -> Paired:
+        return Paired(self.both + other.both, self.serving_only + other.serving_only,
+                      self.challenger_only + other.challenger_only, self.neither + other.neither)
 
 
-def tally(examples: Sequence[Example], predicted: Sequence[tuple[str, str]]) -> Tally:
-    """Count right answers per head; ``predicted`` holds (topic, sentiment) per example, in order.
+def paired(examples: Sequence[Example], serving: Sequence[tuple[str, str]],
+           challenger: Sequence[tuple[str, str]]) -> Paired:
+    """Count the labelled answers; the predictions are (topic, sentiment) per example, in order.
 
-    >>> tally([Example("a", topic="A", sentiment="positive")], [("A", "negative")]).accuracy
-    0.5
+    >>> truth = [Example("a", topic="A", sentiment="positive"), Example("b", sentiment="negative")]
+    >>> paired(truth, [("A", "negative"), ("T", "negative")], [("B", "positive"), ("T", "negative")])
+    Paired(both=1, serving_only=1, challenger_only=1, neither=0)
     """
-    correct = {"topic": 0, "sentiment": 0}
-    total = {"topic": 0, "sentiment": 0}
-    for e, (topic, sentiment) in zip(examples, predicted, strict=True):
-        for head, truth, guess in (("topic", e.topic, topic), ("sentiment", e.sentiment, sentiment)):
+    counts = [0, 0, 0, 0]
+    for e, s, c in zip(examples, serving, challenger, strict=True):
+        for truth, s_guess, c_guess in ((e.topic, s[0], c[0]), (e.sentiment, s[1], c[1])):
             if truth is not None:
-                total[head] += 1
-                correct[head] += int(truth == guess)
-    return Tally(len(examples), correct, total)
+                counts[2 * (s_guess != truth) + (c_guess != truth)] += 1
+    both, serving_only, challenger_only, neither = counts
+    return Paired(both, serving_only, challenger_only, neither)
 
 
-@dataclass(frozen=True)
-class HoldoutScores:
-    """Both models on (a stratum of) the holdout, and what the challenger kept of the serving model's knowledge."""
+def mcnemar_midp(b: int, c: int) -> float:
+    """One-sided exact McNemar mid-p that the challenger (``c`` wins) is no better than serving (``b`` wins).
 
-    serving: Tally = field(default_factory=Tally)
-    challenger: Tally = field(default_factory=Tally)
-    retained: Tally = field(default_factory=Tally)
-    """The challenger on the (example, head) answers the serving model got right."""
-
-    @property
-    def forgetting(self) -> float | None:
-        """Share of the serving model's right answers the challenger gets wrong (None: it knew nothing)."""
-        kept = self.retained.accuracy
-        return None if kept is None else 1.0 - kept
-
-    def __add__(self, other: HoldoutScores) -> HoldoutScores:
-        return HoldoutScores(self.serving + other.serving, self.challenger + other.challenger,
-                             self.retained + other.retained)
-
-
-def holdout_scores(
-    examples: Sequence[Example], serving: Sequence[tuple[str, str]], challenger: Sequence[tuple[str, str]]
-) -> HoldoutScores:
-    """Score both models' (topic, sentiment) answers on ``examples``.
-
-    >>> truth = [Example("a", sentiment="positive"), Example("b", sentiment="negative")]
-    >>> h = holdout_scores(truth, [("T", "positive"), ("T", "positive")], [("T", "negative"), ("T", "negative")])
-    >>> h.serving.accuracy, h.challenger.accuracy, h.forgetting
-    (0.5, 0.5, 1.0)
+    >>> mcnemar_midp(0, 0), round(mcnemar_midp(2, 10), 4), round(mcnemar_midp(10, 2), 4)
+    (0.5, 0.0112, 0.9888)
     """
-    known_examples, known_total, known_kept = 0, {"topic": 0, "sentiment": 0}, {"topic": 0, "sentiment": 0}
-    for e, (s_topic, s_sentiment), (c_topic, c_sentiment) in zip(examples, serving, challenger, strict=True):
-        known = False
-        for head, truth, s, c in (("topic", e.topic, s_topic, c_topic),
-                                  ("sentiment", e.sentiment, s_sentiment, c_sentiment)):
-            if truth is not None and s == truth:
-                known = True
-                known_total[head] += 1
-                known_kept[head] += int(c == truth)
-        known_examples += known
-    return HoldoutScores(tally(examples, serving), tally(examples, challenger),
-                         Tally(known_examples, known_kept, known_total))
+    n = b + c
+    tail = sum(math.comb(n, k) for k in range(c + 1, n + 1))
+    return (tail + 0.5 * math.comb(n, c)) / 2**n
+
+
+def wilson(successes: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion (``(0, 1)`` for ``n = 0``).
+
+    >>> tuple(round(x, 3) for x in wilson(8, 10, 1.96))
+    (0.49, 0.943)
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_interval(p: Paired, confidence: float) -> tuple[float, float]:
+    """Bounds ``(lower, upper)`` of the loss (serving minus challenger accuracy), each one-sided at ``confidence``.
+
+    Newcombe (1998), method 10: Wilson intervals of both accuracies combined with the phi
+    correlation of the paired answers. On an empty set: ``(-1, 1)``.
+
+    >>> lo, hi = paired_interval(Paired(both=90, serving_only=5, challenger_only=1, neither=4), 0.95)
+    >>> round(lo, 3), round(hi, 3)
+    (-0.001, 0.089)
+    """
+    if p.n == 0:
+        return -1.0, 1.0
+    z = NormalDist().inv_cdf(confidence)
+    p1, p2 = p.serving_accuracy or 0.0, p.challenger_accuracy or 0.0
+    l1, u1 = wilson(p.both + p.serving_only, p.n, z)
+    l2, u2 = wilson(p.both + p.challenger_only, p.n, z)
+    a, b, c, d = p.both, p.serving_only, p.challenger_only, p.neither
+    denominator = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(denominator) if denominator else 0.0
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return max(-1.0, p.loss - delta), min(1.0, p.loss + epsilon)
 
 
 @dataclass(frozen=True)
@@ -124,52 +143,63 @@ class Verdict:
     promote: bool
     reason: str
     numbers: dict[str, Any]
-    """recent_examples, recent_serving, recent_challenger, improvement, holdout_examples, holdout_known,
-    holdout_serving, holdout_challenger, forgetting, forgetting_stratum (for the registry and metrics)."""
+    """Everything the decision used (for the registry history, the log and the metrics): recent_answers,
+    recent_serving, recent_challenger, improvement, improvement_lower, serving_only, challenger_only, mcnemar_p,
+    holdout_answers, holdout_serving, holdout_challenger, forgetting, forgetting_upper, forgetting_stratum,
+    forgetting_tested, confidence."""
 
 
-def judge(
-    settings: GateSettings,
-    *,
-    recent: tuple[Tally, Tally],
-    holdout: Mapping[str, HoldoutScores],
-) -> Verdict:
-    """Decide on ``recent`` = (serving, challenger) tallies on the held-out new examples and
-    ``holdout`` = the scores on each stratum of the replay holdout."""
-    serving, challenger = recent
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
+def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paired]) -> Verdict:
+    """Decide on ``recent`` (the gate set) and ``holdout`` (its strata, by name); see the module docstring."""
+    conf = settings.confidence
+    alpha = 1.0 - conf
+    p_value = mcnemar_midp(recent.serving_only, recent.challenger_only)
+    improvement_lower = -paired_interval(recent, conf)[1]
+    improvement = -recent.loss
     numbers: dict[str, Any] = {
-        "recent_examples": serving.examples,
-        "recent_serving": serving.accuracy,
-        "recent_challenger": challenger.accuracy,
+        "confidence": conf, "recent_answers": recent.n, "recent_serving": _r(recent.serving_accuracy),
+        "recent_challenger": _r(recent.challenger_accuracy), "improvement": _r(improvement),
+        "improvement_lower": _r(improvement_lower), "serving_only": recent.serving_only,
+        "challenger_only": recent.challenger_only, "mcnemar_p": _r(p_value),
     }
-    whole = HoldoutScores()
+    whole = Paired()
     for scores in holdout.values():
         whole = whole + scores
-    numbers.update(holdout_examples=whole.serving.examples, holdout_known=whole.retained.examples,
-                   holdout_serving=whole.serving.accuracy, holdout_challenger=whole.challenger.accuracy)
-    lost: dict[str, float] = {}
-    if whole.forgetting is not None:
-        lost["all"] = whole.forgetting
-    for name, scores in sorted(holdout.items()):
-        if scores.retained.examples >= settings.min_stratum_examples and scores.forgetting is not None:
-            lost[name] = scores.forgetting
-    worst = max(lost, key=lost.__getitem__) if lost else None
-    forgetting = round(lost[worst], 6) if worst else 0.0
-    numbers.update(forgetting=forgetting, forgetting_stratum=worst)
-    note = f" ({whole.retained.examples} known holdout examples)" if whole.retained.examples < 50 else ""
-
-    if serving.examples < settings.min_gate_examples or serving.accuracy is None or challenger.accuracy is None:
-        return Verdict(False, f"only {serving.examples} held-out new examples (need {settings.min_gate_examples})",
-                       numbers | {"improvement": None})
-    improvement = round(challenger.accuracy - serving.accuracy, 6)
-    numbers["improvement"] = improvement
-    if improvement < settings.min_improvement:
-        return Verdict(False, f"improvement {improvement:.3f} < {settings.min_improvement:.3f}", numbers)
-    if forgetting > settings.max_forgetting:
-        return Verdict(False, f"forgetting {forgetting:.3f} on {worst} > {settings.max_forgetting:.3f}", numbers)
-    return Verdict(
-        True,
-        f"improvement {improvement:.3f} >= {settings.min_improvement:.3f}; "
-        f"forgetting {forgetting:.3f} <= {settings.max_forgetting:.3f}{note}",
-        numbers,
+    sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
+    tested = {name: s for name, s in sets.items() if s.n >= settings.min_stratum_examples}
+    bounds = {name: paired_interval(s, conf)[1] for name, s in tested.items()}
+    worst = max(bounds, key=bounds.__getitem__) if bounds else None
+    numbers.update(
+        holdout_answers=whole.n, holdout_serving=_r(whole.serving_accuracy),
+        holdout_challenger=_r(whole.challenger_accuracy), forgetting=_r(sets[worst].loss if worst else whole.loss),
+        forgetting_upper=_r(bounds[worst]) if worst else None, forgetting_stratum=worst,
+        forgetting_tested={name: {"answers": s.n, "loss": _r(s.loss), "upper": _r(bounds[name])}
+                           for name, s in tested.items()},
     )
+    pct = f"{conf:.0%}"
+    if not settings.gate_enabled:
+        return Verdict(True, "gate disabled (gate_enabled: false)", numbers)
+    if recent.n < settings.min_gate_examples:
+        return Verdict(False, f"only {recent.n} gate answers (need {settings.min_gate_examples})", numbers)
+    better = (f"improvement {improvement:+.3f} on {recent.n} gate answers ({recent.challenger_only} won, "
+              f"{recent.serving_only} lost, McNemar mid-p {p_value:.3g}, {pct} lower bound {improvement_lower:+.3f})")
+    if p_value > alpha or improvement < settings.min_improvement:
+        need = (f"p > {alpha:.3g}" if p_value > alpha
+                else f"improvement < min_improvement {settings.min_improvement:.3f}")
+        return Verdict(False, f"not better: {better}: {need}", numbers)
+    if worst is not None and bounds[worst] > settings.max_forgetting:
+        s = sets[worst]
+        return Verdict(False, f"forgetting on {worst}: loss {s.loss:+.3f} on {s.n} holdout answers, {pct} upper bound "
+                              f"{bounds[worst]:.3f} > max_forgetting {settings.max_forgetting:.3f}", numbers)
+    if worst is None:
+        kept = (f"forgetting not tested: holdout has {whole.n} answers (< min_stratum_examples "
+                f"{settings.min_stratum_examples})")
+    else:
+        kept = (f"forgetting {pct} upper bound {bounds[worst]:.3f} <= {settings.max_forgetting:.3f} "
+                f"(worst of {len(bounds)} tested sets: {worst}, {sets[worst].n} answers)")
+    return Verdict(True, f"better: {better}; {kept}", numbers)
+

@@ -6,15 +6,20 @@ copy. Steps:
 
 1. load ``versions/<serving>``; keep an untouched copy of it: the serving model, used as the LwF
    teacher (method ``replay_distill``) and as the gate's reference;
-2. split the new labelled window (seeded): ``gate_fraction`` is held out for the gate, the rest is
-   the new training data; add the replay sample (methods ``replay*``); ``val_fraction`` of that is
-   the early-stopping validation set;
+2. split the new labelled window by a hash of each text (``in_gate``): ``gate_fraction`` of it is
+   the gate set, the rest is the new training data (the same example always falls on the same
+   side, so the gate set of a window is fixed, grows as labels come, and a rejected window is
+   never re-split and retried); add the replay sample (methods ``replay*``); ``val_fraction`` of
+   that (0 by default: every label trains) is the early-stopping validation set;
 3. ``fit`` with the lower layers frozen, the distillation teacher or the online EWC penalty, the
    time budget and the learner's stop flag;
-4. predict the held-out new examples and the replay holdout with both models; ``gate.judge``;
-5. promoted: save the checkpoint into the registry (parent = serving version, gate numbers in its
-   metrics) and point ``CURRENT`` at it, unless ``CURRENT`` moved meanwhile (e.g. a rollback);
-   every daemon watching the registry then hot-swaps between batches.
+4. predict the gate set and the replay holdout with both models at the serving checkpoint's
+   truncation length (``meta.max_length``, the one serving uses); ``gate.judge`` on the paired answers;
+5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
+   metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
+   ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then
+   hot-swaps between batches. The live learner publishes at once, a backtest when the run's
+   duration has passed in event time.
 
 Any exception (``TrainingDiverged`` on a NaN loss included) ends the run as ``failed``: nothing is
 saved and the serving model stays. Every outcome is recorded in the registry history.
@@ -32,17 +37,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.learn.buffer import stratum
-from monitor.learn.gate import HoldoutScores, holdout_scores, judge, tally
+from monitor.learn.gate import Paired, judge, paired
 from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import LearnerSettings
 from monitor.learn.trainer import FitResult, TrainConfig, fit
+from monitor.learn.warmstart import write_seed
 from monitor.model.checkpoint import CheckpointMeta, load_checkpoint, new_version_id, save_checkpoint
 from monitor.model.network import MultiTaskClassifier
 from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["EwcMemory", "RunInput", "RunResult", "retrain", "split"]
+__all__ = ["EwcMemory", "RunInput", "RunResult", "in_gate", "publish", "retrain", "split"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,8 @@ class RunResult:
     numbers: dict[str, Any] = field(default_factory=dict)
     """The gate's numbers (improvement, forgetting, accuracies, counts)."""
     fit: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    """parent, trigger, method, seconds: what the registry history records besides the gate numbers."""
 
 
 @dataclass
@@ -100,6 +108,16 @@ def split(examples: Sequence[Example], fraction: float, rng: random.Random) -> t
     rng.shuffle(order)
     n = round(fraction * len(order))
     return order[n:], order[:n]
+
+
+def in_gate(e: Example, fraction: float) -> bool:
+    """Whether ``e`` belongs to the gate set: a stable hash of its text (salted apart from the holdout's).
+
+    >>> in_gate(Example("oil falls", sentiment="negative"), 0.0), in_gate(Example("x", topic="A"), 1.0)
+    (False, True)
+    """
+    digest = hashlib.blake2b(e.text.encode("utf-8"), digest_size=8, person=b"gate").digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
 def _fingerprint(examples: Sequence[Example]) -> str:
@@ -126,8 +144,13 @@ def retrain(
     ewc: EwcMemory | None = None,
     should_stop: Callable[[], bool] | None = None,
     fit_fn: FitFn = fit,
+    publish_now: bool = True,
 ) -> RunResult:
-    """Run one retrain (module docstring); never raises, the outcome says what happened."""
+    """Run one retrain (module docstring); never raises, the outcome says what happened.
+
+    ``publish_now=False``: a challenger that passed the gate is saved but not yet serving; its
+    result says ``promoted`` and ``publish(registry, result)`` makes it serve.
+    """
     started = time.perf_counter()
     version = job.version or new_version_id()
     parent = job.serving_version
@@ -136,25 +159,25 @@ def retrain(
     def result(outcome: str, reason: str, **extra: Any) -> RunResult:
         seconds = time.perf_counter() - started
         details = {"parent": parent, "trigger": job.trigger, "method": ts.method, "seconds": round(seconds, 3)}
-        if outcome == "promoted":
-            registry.set_current(version, event="promoted", reason=reason, **details, gate=extra.get("numbers"))
-        else:
+        if outcome != "promoted":
             registry.record(outcome, version, reason=reason, **details, gate=extra.get("numbers"))
-        return RunResult(outcome, version, parent, reason, seconds, **extra)
+        return RunResult(outcome, version, parent, reason, seconds, details=details, **extra)
 
     try:
         loaded = load_checkpoint(registry.path(parent))
         model, tokenizer = loaded.model, loaded.tokenizer
+        max_length = loaded.meta.max_length
         serving = copy.deepcopy(model)
         rng = random.Random(job.seed)
-        new_train, gate_set = split(job.new, gs.gate_fraction, rng)
+        gate_set = [e for e in job.new if in_gate(e, gs.gate_fraction)]
+        new_train = [e for e in job.new if not in_gate(e, gs.gate_fraction)]
         train = new_train + (list(job.replay) if ts.method in ("replay", "replay_distill") else [])
         train, val = split(train, ts.val_fraction, rng)
         if not train:
             return result("failed", f"no training examples ({len(job.new)} new, {len(job.replay)} replay)")
         cfg = TrainConfig(
             epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
-            max_length=ts.max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
+            max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
             freeze_layers=ts.freeze_layers, seed=job.seed, distill_weight=ts.distill_weight,
             distill_temperature=ts.distill_temperature, ewc_lambda=ts.ewc_lambda, device=device,
             max_seconds=settings.policy.max_training_s,
@@ -162,7 +185,7 @@ def retrain(
         penalty = None
         if ts.method == "ewc" and ewc is not None:
             if ewc.ewc is None:
-                ewc.ewc = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=ts.max_length, seed=job.seed)
+                ewc.ewc = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=max_length, seed=job.seed)
             if ewc.version != parent:  # anchor at the serving weights, Fisher on the old data
                 ewc.ewc.consolidate(model, list(job.replay) or list(job.new))
                 ewc.version = parent
@@ -171,34 +194,34 @@ def retrain(
         fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher, ewc=penalty, progress=False,
                         should_stop=should_stop)
         fit_numbers = {"epochs": fitted.epochs_run, "best_score": fitted.best_score, "stop": fitted.stop_reason,
-                       "train_examples": len(train), "val_examples": len(val), "seconds": round(fitted.seconds, 3)}
+                       "train_examples": len(train), "new_train_examples": len(new_train),
+                       "val_examples": len(val), "gate_examples": len(gate_set),
+                       "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3)}
         if fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop()):
             return result("cancelled", "stopped at shutdown", fit=fit_numbers)
 
         serving.to(next(model.parameters()).device)
         scored = {}
         for name, m in (("serving", serving), ("challenger", model)):
-            scored[name] = (_predicted(m, tokenizer, gate_set, ts.max_length),
-                            _predicted(m, tokenizer, job.holdout, ts.max_length))
-        recent = (tally(gate_set, scored["serving"][0]), tally(gate_set, scored["challenger"][0]))
-        strata: dict[str, HoldoutScores] = {}
+            scored[name] = (_predicted(m, tokenizer, gate_set, max_length),
+                            _predicted(m, tokenizer, job.holdout, max_length))
+        recent = paired(gate_set, scored["serving"][0], scored["challenger"][0])
+        strata: dict[str, Paired] = {}
         for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
             name = stratum(e, settings.buffer.period_s)
-            strata[name] = strata.get(name, HoldoutScores()) + holdout_scores([e], [s], [c])
+            strata[name] = strata.get(name, Paired()) + paired([e], [s], [c])
         verdict = judge(gs, recent=recent, holdout=strata)
         if not verdict.promote:
             return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
-        if registry.current_version() != parent:
-            reason = f"serving version changed during training (now {registry.current_version()})"
-            return result("rejected", reason, numbers=verdict.numbers, fit=fit_numbers)
         meta = CheckpointMeta(
             version=version, parent=parent, backbone=loaded.meta.backbone, topics=model.topics,
             sentiments=model.sentiments, data_fingerprint=_fingerprint(train),
             metrics={"gate": verdict.numbers, "fit": fit_numbers, "method": ts.method, "trigger": job.trigger},
-            train_config=cfg.to_dict(), dropout=loaded.meta.dropout,
+            train_config=cfg.to_dict(), dropout=loaded.meta.dropout, max_length=max_length,
         )
         save_checkpoint(model, tokenizer, meta, registry.path(version))
-        promoted = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
+        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}")
+        passed = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)
         return result("failed", f"{type(err).__name__}: {err}")
@@ -209,4 +232,22 @@ def retrain(
         except Exception:
             log.exception("EWC consolidation after promoting %s failed; re-anchoring at the next run", version)
             ewc.version = None
-    return promoted
+    return publish(registry, passed) if publish_now else passed
+
+
+def publish(registry: ModelRegistry, passed: RunResult) -> RunResult:
+    """Make the challenger of a ``promoted`` (gate passed) result serve, unless ``CURRENT`` moved meanwhile.
+
+    Returns the result as it ended: promoted, or rejected (a rollback or another promotion won).
+    """
+    if passed.outcome != "promoted":
+        return passed
+    details = {**passed.details, "seconds": round(passed.seconds, 3)}
+    current = registry.current_version()
+    if current != passed.parent:
+        reason = f"serving version changed during training (now {current})"
+        registry.record("rejected", passed.version, reason=reason, **details, gate=passed.numbers)
+        return RunResult("rejected", passed.version, passed.parent, reason, passed.seconds, passed.numbers,
+                         passed.fit, passed.details)
+    registry.set_current(passed.version, event="promoted", reason=passed.reason, **details, gate=passed.numbers)
+    return passed

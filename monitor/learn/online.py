@@ -35,11 +35,12 @@ from pathlib import Path
 from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
-from monitor.learn.incremental import EwcMemory, FitFn, RunInput, RunResult, retrain
+from monitor.learn.incremental import EwcMemory, FitFn, RunInput, RunResult, publish, retrain
 from monitor.learn.joins import JoinCache, Seen, label_request
 from monitor.learn.policy import decide
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.learn.trainer import fit
+from monitor.learn.warmstart import seed_buffer
 from monitor.metrics import Metrics
 from monitor.model.checkpoint import META_FILE, CheckpointMeta
 from monitor.records import Example, Label, NewsItem, Prediction
@@ -70,6 +71,7 @@ class OnlineLearner:
         fit_fn: FitFn = fit,
         version_name: Callable[[int], str] | None = None,
         save_state: bool = True,
+        event_time: bool = False,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -81,9 +83,15 @@ class OnlineLearner:
         self._fit = fit_fn
         self._version_name = version_name  # run number -> version id (replays); None: timestamped ids
         self._save_state = save_state  # False: buffer and window live in memory only (replays)
+        self._event_time = event_time  # True (replays): a passed run serves once its duration passed on the clock
         b = settings.buffer
         self.buffer = ReplayBuffer.load(self.state_dir / BUFFER_FILE, b.buffer_size, b.holdout_fraction, b.period_s,
-                                        b.seed)
+                                        b.seed, b.holdout_size)
+        serving = registry.current_version()
+        seeded = seed_buffer(self.buffer, registry.path(serving)) if serving else 0
+        if seeded:
+            log.info("replay buffer seeded with %d examples of the training data of %s (%d replay, %d holdout)",
+                     seeded, serving, len(self.buffer), len(self.buffer.holdout))
         header, window = load_examples(self.state_dir / WINDOW_FILE)
         self._window: OrderedDict[tuple[str, str, str], Example] = OrderedDict((example_key(e), e) for e in window)
         self._new_labels = int(header.get("new_labels", 0))
@@ -94,18 +102,20 @@ class OnlineLearner:
         d = settings.drift
         self.drift = DriftTracker(d.detector, d.detector_params, d.label_free_detector, d.label_free_detector_params,
                                   d.label_free_signals, window=d.accuracy_window,
-                                  version=registry.current_version() or "")
+                                  version=registry.current_version() or "", floor_window=settings.policy.floor_labels)
         self._rng = random.Random(b.seed)
         self._ewc = EwcMemory()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._finished: RunResult | None = None
+        self._held: RunResult | None = None  # event time: passed the gate, serves once its duration has passed
+        self._run_started: float = 0.0  # clock time the run in flight started
         self._last_result: RunResult | None = None
         self._last_end: float | None = None
         self._in_run: set[tuple[str, str, str]] = set()
         self._run_trigger: tuple[str | None, int] = (None, 0)  # drift signal and new labels of the run in flight
-        self._dirty = False
+        self._dirty = bool(seeded)
         # Export zero series (Metrics does so for its own label sets), so increase() sees the first event.
         metrics.labels_joined.labels(outcome="invalid")
         for signal in self.drift.signals:
@@ -191,7 +201,7 @@ class OnlineLearner:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=60.0)
-        self._collect()
+        self._collect(final=True)
         self._dirty = True
         self.persist()
 
@@ -231,8 +241,10 @@ class OnlineLearner:
     def _maybe_start(self) -> None:
         if self._stop.is_set():
             return
-        decision = decide(self.settings.policy, now=self._clock(), drift=self._drift, new_labels=self._new_labels,
-                          running=self.running, last_end=self._last_end)
+        p = self.settings.policy
+        floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
+        decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels,
+                          running=self.running or self._held is not None, last_end=self._last_end, below_floor=floor)
         if not decision.start:
             return
         new = tuple(self._window.values())
@@ -248,6 +260,7 @@ class OnlineLearner:
         )
         self._in_run = set(self._window)
         self._run_trigger = (self._drift, self._new_labels)
+        self._run_started = self._clock()
         self._drift, self._new_labels, self._runs, self._dirty = None, 0, self._runs + 1, True
         log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s", self._runs,
                  decision.reason, len(job.new), len(job.replay), len(job.holdout), self.settings.train.method)
@@ -256,32 +269,47 @@ class OnlineLearner:
         self._worker.start()
 
     def _run(self, job: RunInput) -> None:
-        """The worker thread: one retrain; metrics are updated here, state changes in ``_collect``."""
-        m = self.metrics
+        """The worker thread: one retrain; metrics are updated here (live), state changes in ``_collect``."""
         try:
             result = retrain(self.registry, job, self.settings, device=self.device, ewc=self._ewc,
-                             should_stop=self._stop.is_set, fit_fn=self._fit)
+                             should_stop=self._stop.is_set, fit_fn=self._fit, publish_now=not self._event_time)
         except Exception as err:  # retrain records its own failures; this is the registry itself failing
             log.exception("training run could not record its outcome")
             result = RunResult("failed", "", job.serving_version, f"{type(err).__name__}: {err}", 0.0)
         try:
-            if result.outcome != "cancelled":
-                m.training_runs.labels(outcome=result.outcome).inc()
-                m.training_duration.observe(result.seconds)
-            if result.outcome == "promoted":
-                m.forgetting.set(result.numbers.get("forgetting") or 0.0)
-                m.last_promotion.set(time.time())
-            level = logging.INFO if result.outcome in ("promoted", "cancelled") else logging.WARNING
-            log.log(level, "training run %s: %s (%s) in %.1f s; gate %s", result.version, result.outcome,
-                    result.reason, result.seconds, json.dumps(result.numbers, default=str))
+            if not self._event_time:
+                self._report(result)
         finally:
             with self._lock:
                 self._finished = result
-            m.training_active.set(0)
+            self.metrics.training_active.set(0)
 
-    def _collect(self) -> None:
+    def _report(self, result: RunResult) -> None:
+        """Metrics and the log line of a run as it ended."""
+        m = self.metrics
+        if result.outcome != "cancelled":
+            m.training_runs.labels(outcome=result.outcome).inc()
+            m.training_duration.observe(result.seconds)
+        if result.outcome == "promoted":
+            m.forgetting.set(result.numbers.get("forgetting") or 0.0)
+            m.last_promotion.set(time.time())
+        level = logging.INFO if result.outcome in ("promoted", "cancelled") else logging.WARNING
+        log.log(level, "training run %s: %s (%s) in %.1f s; gate %s", result.version, result.outcome,
+                result.reason, result.seconds, json.dumps(result.numbers, default=str))
+
+    def _collect(self, final: bool = False) -> None:
         with self._lock:
-            result, self._finished = self._finished, None
+            finished, self._finished = self._finished, None
+        if finished is not None and self._event_time:
+            self._held = finished
+        result = finished
+        if self._event_time:
+            result = None
+            held = self._held
+            delay = self.settings.policy.backtest_training_s or (held.seconds if held is not None else 0.0)
+            if held is not None and (final or self._clock() >= self._run_started + delay):
+                self._held, result = None, publish(self.registry, held)
+                self._report(result)
         if result is None:
             return
         self._last_result = result
@@ -302,6 +330,7 @@ def build_learner(
     fit_fn: FitFn = fit,
     version_name: Callable[[int], str] | None = None,
     save_state: bool = True,
+    event_time: bool = False,
 ) -> OnlineLearner:
     """The learner for ``config`` (``learning.enabled``); ``model.path`` must be a model registry.
 
@@ -309,7 +338,9 @@ def build_learner(
     training loop (tests inject failures with it); ``version_name`` names the challenger of run N
     (a replay passes stable names, so that two replays agree; default: timestamped random ids);
     ``save_state=False`` keeps the replay buffer and window in memory only (a replay's state is thrown
-    away, and saving it after every micro-batch would dominate the replay's time).
+    away, and saving it after every micro-batch would dominate the replay's time); ``event_time=True``
+    (replays): a challenger that passed the gate serves only once ``clock`` has advanced by the run's
+    duration (``backtest_training_s``, or its measured wall time) past the run's start, as it would live.
     """
     settings = parse_settings(config.learning.settings)
     path = Path(config.model.path)
@@ -332,4 +363,4 @@ def build_learner(
     state_dir = Path(settings.buffer.state_dir) if settings.buffer.state_dir else path / "learner"
     return OnlineLearner(settings, registry, metrics, state_dir=state_dir, topics=meta.topics,
                          sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn,
-                         version_name=version_name, save_state=save_state)
+                         version_name=version_name, save_state=save_state, event_time=event_time)

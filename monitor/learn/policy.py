@@ -6,8 +6,11 @@ reason reported):
 1. no run is in progress (at most one at a time);
 2. the cool-down since the end of the last run has passed;
 3. at least ``min_new_labels`` new labelled examples arrived since the last run started;
-4. a harmful drift was detected since the last run started, or ``retrain_every_labels`` > 0
-   and that many new labels arrived (periodic refresh without drift).
+4. a harmful drift was detected since the last run started; or a head of the serving model is
+   below the accuracy floor (``below_floor``: its accuracy over its last ``floor_labels`` labels
+   is under ``accuracy_floor``; this catches a model that is wrong from the start, whose error
+   never *changes*, so no drift detector fires); or ``retrain_every_labels`` > 0 and that many
+   new labels arrived (a schedule, whatever the model's accuracy).
 
     >>> s = PolicySettings(min_new_labels=50, cooldown_s=600)
     >>> decide(s, now=1000.0, drift="sentiment_error", new_labels=80, running=False, last_end=None)
@@ -15,7 +18,10 @@ reason reported):
     >>> decide(s, now=1000.0, drift="sentiment_error", new_labels=80, running=False, last_end=700.0).reason
     'cool-down: 300 s left'
     >>> decide(s, now=1000.0, drift=None, new_labels=80, running=False, last_end=None).reason
-    'no drift'
+    'no drift, accuracy above the floor, 80/1000 labels to the schedule'
+    >>> decide(s, now=1000.0, drift=None, new_labels=80, running=False, last_end=None,
+    ...        below_floor="sentiment accuracy 0.520 < floor 0.800 over 100 labels").reason
+    'accuracy floor: sentiment accuracy 0.520 < floor 0.800 over 100 labels'
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ __all__ = ["Decision", "decide"]
 class Decision:
     start: bool
     reason: str
-    """Why a run starts ("drift on <signal>", "periodic") or what it waits for."""
+    """Why a run starts ("drift on <signal>", "accuracy floor: ...", "periodic") or what it waits for."""
 
 
 def decide(
@@ -42,12 +48,14 @@ def decide(
     new_labels: int,
     running: bool,
     last_end: float | None,
+    below_floor: str | None = None,
 ) -> Decision:
     """Whether to start a training run now.
 
     ``drift``: the signal of the first harmful drift since the last run started (None if none);
     ``new_labels``: labelled examples added since then; ``last_end``: clock time the last run
-    ended (None if there was none); ``now`` on the same clock.
+    ended (None if there was none); ``now`` on the same clock; ``below_floor``: why the serving
+    model is under the accuracy floor (None if it is not, or the floor is off).
     """
     if running:
         return Decision(False, "a run is in progress")
@@ -57,6 +65,9 @@ def decide(
         return Decision(False, f"waiting for labels: {new_labels}/{settings.min_new_labels}")
     if drift is not None:
         return Decision(True, f"drift on {drift}")
+    if below_floor is not None:
+        return Decision(True, f"accuracy floor: {below_floor}")
     if settings.retrain_every_labels and new_labels >= settings.retrain_every_labels:
         return Decision(True, "periodic")
-    return Decision(False, "no drift")
+    schedule = f"{new_labels}/{settings.retrain_every_labels}" if settings.retrain_every_labels else "no"
+    return Decision(False, f"no drift, accuracy above the floor, {schedule} labels to the schedule")

@@ -2,9 +2,10 @@
 
 Keys are flat (``learning.settings.detector``, ``learning.settings.min_new_labels``...) and grouped
 here by the component they configure: drift detection, replay buffer, retrain policy, training
-and the promotion gate. Unknown keys, wrong types and out-of-range values raise
-``monitor.config.ConfigError`` naming the key; detector names and parameters are checked by
-building the detector once.
+and the promotion gate. Each group is a frozen pydantic model (strict types, extra keys
+forbidden); ``parse_settings`` routes the flat keys to their group and turns every validation
+error into one ``monitor.config.ConfigError`` naming the key. Detector names and parameters are
+checked by building the detector once.
 
     >>> s = parse_settings({"detector": "PageHinkley", "min_new_labels": 50})
     >>> s.drift.detector, s.policy.min_new_labels, s.train.method
@@ -17,11 +18,10 @@ building the detector once.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from monitor.config import ConfigError, field_docs
 from monitor.drift.detectors import is_binary, make_detector
@@ -42,6 +42,11 @@ __all__ = [
 PREFIX = "learning.settings"
 #: Training methods: what a retrain run trains on and how it protects old knowledge.
 METHODS: tuple[str, ...] = ("replay_distill", "replay", "ewc", "naive")
+#: Keys that existed once, with what replaced them (an old config gets this instead of "unknown key").
+REMOVED: Mapping[str, str] = {
+    "max_length": "the truncation length is the serving checkpoint's (meta.json max_length, set by monitor train "
+                  "--max-length), so training, the gate and serving use one length",
+}
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -49,15 +54,18 @@ def _check(cond: bool, key: str, message: str) -> None:
         raise ConfigError(f"{PREFIX}.{key}: {message}")
 
 
-@dataclass(frozen=True)
-class DriftSettings:
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DriftSettings(_Group):
     detector: str = "ADWIN"
     """River detector of the prequential error of each head (any class of river.drift or river.drift.binary)."""
-    detector_params: Mapping[str, Any] = field(default_factory=dict)
+    detector_params: dict[str, Any] = Field(default_factory=dict)
     """Constructor parameters of that detector, e.g. {delta: 0.002}."""
     label_free_detector: str = "ADWIN"
     """River detector of each label-free signal (river.drift only: the signals are real-valued)."""
-    label_free_detector_params: Mapping[str, Any] = field(default_factory=dict)
+    label_free_detector_params: dict[str, Any] = Field(default_factory=dict)
     """Constructor parameters of the label-free detector."""
     label_free_signals: tuple[str, ...] = ("confidence",)
     """Label-free signals watched: confidence (1 - confidence rising) and/or sentiment_mix."""
@@ -70,7 +78,15 @@ class DriftSettings:
     join_cache_size: int = 20_000
     """Recent predictions (with their texts) kept to join late labels by id."""
 
-    def __post_init__(self) -> None:
+    @field_validator("label_free_signals", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _valid(self) -> DriftSettings:
         make_detector(self.detector, self.detector_params, f"{PREFIX}.detector")
         make_detector(self.label_free_detector, self.label_free_detector_params, f"{PREFIX}.label_free_detector")
         _check(not is_binary(self.label_free_detector), "label_free_detector",
@@ -82,50 +98,64 @@ class DriftSettings:
         _check(self.label_requests >= 0, "label_requests", "must be >= 0")
         _check(self.label_request_pool >= 1, "label_request_pool", "must be >= 1")
         _check(self.join_cache_size >= 1, "join_cache_size", "must be >= 1")
+        return self
 
 
-@dataclass(frozen=True)
-class BufferSettings:
+class BufferSettings(_Group):
     state_dir: str = ""
     """Where the replay buffer is persisted; empty = <model.path>/learner (one learning instance per directory)."""
     buffer_size: int = 2000
     """Capacity of the class- and stratum-balanced replay reservoir."""
-    holdout_fraction: float = 0.1
+    holdout_fraction: float = 0.2
     """Share of labelled examples set aside (by a hash of the text) as the never-trained forgetting holdout."""
+    holdout_size: int = 1000
+    """Capacity of the (equally balanced) forgetting holdout."""
     window_size: int = 2000
     """Most new labelled examples kept for the next training run (oldest dropped first)."""
     period_s: float = 86_400.0
     """Event-time period of a buffer stratum: examples are balanced over (source, period) and class."""
     seed: int = 0
-    """Seed of the buffer's and the training splits' random choices."""
+    """Seed of the buffer's and the training's random choices."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _valid(self) -> BufferSettings:
         _check(self.buffer_size >= 10, "buffer_size", f"must be >= 10, got {self.buffer_size}")
         _check(0.0 <= self.holdout_fraction < 1.0, "holdout_fraction", "must be in [0, 1)")
+        _check(self.holdout_size >= 0, "holdout_size", "must be >= 0")
         _check(self.window_size >= 1, "window_size", "must be >= 1")
         _check(self.period_s > 0, "period_s", "must be > 0")
+        return self
 
 
-@dataclass(frozen=True)
-class PolicySettings:
+class PolicySettings(_Group):
     min_new_labels: int = 100
     """New labelled examples needed since the last run before another run starts."""
     cooldown_s: float = 600.0
     """Seconds after the end of a run before the next one may start."""
-    retrain_every_labels: int = 0
-    """Also retrain without drift once this many new labels arrived (0: only on drift)."""
+    accuracy_floor: float = 0.8
+    """Retrain when a head's prequential accuracy over its last floor_labels labels is below this (0: off)."""
+    floor_labels: int = 100
+    """Labels of a head (of the serving version) the accuracy floor is measured on."""
+    retrain_every_labels: int = 1000
+    """Also retrain, whatever the drift and the floor say, once this many new labels arrived (0: never)."""
     max_training_s: float = 600.0
     """Wall-clock budget of the training loop of one run (it keeps the best weights so far)."""
+    backtest_training_s: float = 0.0
+    """monitor replay --learn: event-time seconds a run takes before its model serves (0: its measured wall time)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _valid(self) -> PolicySettings:
         _check(self.min_new_labels >= 1, "min_new_labels", "must be >= 1")
         _check(self.cooldown_s >= 0, "cooldown_s", "must be >= 0")
+        _check(0.0 <= self.accuracy_floor <= 1.0, "accuracy_floor", "must be in [0, 1]")
+        _check(self.floor_labels >= 1, "floor_labels", "must be >= 1")
         _check(self.retrain_every_labels >= 0, "retrain_every_labels", "must be >= 0")
         _check(self.max_training_s > 0, "max_training_s", "must be > 0")
+        _check(self.backtest_training_s >= 0, "backtest_training_s", "must be >= 0")
+        return self
 
 
-@dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(_Group):
     method: str = "replay_distill"
     """replay_distill (replay + LwF distillation), replay, ewc (replay-free online EWC) or naive (new data only)."""
     replay_ratio: float = 1.0
@@ -135,7 +165,7 @@ class TrainSettings:
     distill_weight: float = 0.5
     """Weight of the distillation term (LwF on every example: high values resist learning a changed rule)."""
     ewc_lambda: float = 100.0
-    """Weight of the EWC penalty (method ewc)."""
+    """Weight of the EWC penalty (method ewc), on a Fisher normalised to mean 1 (see docs)."""
     ewc_gamma: float = 0.9
     """Decay of the running Fisher estimate at each consolidation (method ewc)."""
     freeze_embeddings: bool = True
@@ -152,12 +182,11 @@ class TrainSettings:
     """Peak learning rate of the heads."""
     patience: int = 1
     """Epochs without a better validation score before stopping."""
-    val_fraction: float = 0.15
-    """Share of the training set used for early stopping."""
-    max_length: int = 64
-    """Token truncation length while training."""
+    val_fraction: float = 0.0
+    """Share of the training set used for early stopping (0: no early stopping, all epochs run, all data trains)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _valid(self) -> TrainSettings:
         _check(self.method in METHODS, "method", f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         _check(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
         _check(self.distill_temperature > 0, "distill_temperature", "must be > 0")
@@ -168,32 +197,38 @@ class TrainSettings:
         _check(self.epochs >= 1 and self.batch_size >= 1 and self.patience >= 1, "epochs",
                "epochs, batch_size and patience must be >= 1")
         _check(self.lr_encoder >= 0 and self.lr_head > 0, "lr_head", "learning rates must be > 0 (lr_encoder >= 0)")
-        _check(0.0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)")
-        _check(8 <= self.max_length <= 512, "max_length", "must be in 8..512")
+        _check(0.0 <= self.val_fraction < 0.5, "val_fraction", "must be in [0, 0.5)")
+        return self
 
 
-@dataclass(frozen=True)
-class GateSettings:
+class GateSettings(_Group):
+    gate_enabled: bool = True
+    """false: every challenger that trains is promoted, its gate numbers still recorded (for benchmarks only)."""
     gate_fraction: float = 0.25
-    """Share of the new labelled window held out from training to compare challenger and serving model."""
+    """Share of the new labels (chosen by a hash of the text, never trained on) the gate compares the models on."""
     min_gate_examples: int = 20
-    """Fewest held-out new examples the gate decides on (fewer: rejected)."""
-    min_improvement: float = 0.01
-    """Challenger accuracy minus serving accuracy on the held-out new examples must be >= this."""
+    """Fewest gate examples the gate decides on (fewer: rejected)."""
+    confidence: float = 0.9
+    """One-sided confidence of both gate tests (McNemar on the gate set, the forgetting bound on the holdout)."""
+    min_improvement: float = 0.0
+    """The challenger's observed accuracy gain on the gate set must also be >= this."""
     max_forgetting: float = 0.02
-    """Largest accepted share of the serving model's right holdout answers that the challenger gets wrong."""
-    min_stratum_examples: int = 20
-    """Holdout strata (source, period) with fewer right serving answers count only in the whole-holdout figure."""
+    """Largest accuracy loss on the holdout (and each large enough stratum), as an upper confidence bound."""
+    min_stratum_examples: int = 100
+    """Holdout (and holdout strata) with fewer labelled answers than this are not tested for forgetting."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _valid(self) -> GateSettings:
         _check(0.0 < self.gate_fraction < 1.0, "gate_fraction", "must be in (0, 1)")
         _check(self.min_gate_examples >= 1, "min_gate_examples", "must be >= 1")
+        _check(0.5 <= self.confidence < 1.0, "confidence", "must be in [0.5, 1)")
         _check(-1.0 <= self.min_improvement <= 1.0, "min_improvement", "must be in [-1, 1]")
         _check(0.0 <= self.max_forgetting <= 1.0, "max_forgetting", "must be in [0, 1]")
         _check(self.min_stratum_examples >= 1, "min_stratum_examples", "must be >= 1")
+        return self
 
 
-_GROUPS: dict[str, type] = {
+_GROUPS: dict[str, type[_Group]] = {
     "drift": DriftSettings,
     "buffer": BufferSettings,
     "policy": PolicySettings,
@@ -202,49 +237,43 @@ _GROUPS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
-class LearnerSettings:
+class LearnerSettings(BaseModel):
     """All learner settings, one frozen group per component."""
 
-    drift: DriftSettings = field(default_factory=DriftSettings)
-    buffer: BufferSettings = field(default_factory=BufferSettings)
-    policy: PolicySettings = field(default_factory=PolicySettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    gate: GateSettings = field(default_factory=GateSettings)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        _check(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
-        return tuple(str(v) for v in value)
-    if origin is not None and issubclass(origin, Mapping):
-        _check(isinstance(value, Mapping), key, f"expected a mapping, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
-    elif annotation is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
-    elif annotation is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
-        return float(value)
-    elif annotation is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
-    return value
+def _config_error(err: ValidationError) -> ConfigError:
+    """The first error of ``err`` as a ConfigError naming the flat key."""
+    first = err.errors()[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):  # raised by a validator with its own key and message
+        return cause
+    key = ".".join(str(part) for part in first["loc"])
+    return ConfigError(f"{PREFIX}.{key}: {first['msg']}, got {first.get('input')!r}")
 
 
 def parse_settings(raw: Mapping[str, Any] | None) -> LearnerSettings:
     """Validate the flat ``learning.settings`` mapping into ``LearnerSettings``."""
     raw = dict(raw or {})
     groups: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
-    owner = {f.name: group for group, cls in _GROUPS.items() for f in dataclasses.fields(cls)}
+    owner = {key: group for group, cls in _GROUPS.items() for key in cls.model_fields}
     for key, value in raw.items():
+        if key in REMOVED:
+            raise ConfigError(f"{PREFIX}.{key}: no longer a learner setting: {REMOVED[key]}")
         _check(key in owner, key, "unknown key (see docs/continual-learning.md)")
-        hints = typing.get_type_hints(_GROUPS[owner[key]])
-        groups[owner[key]][key] = _coerce(value, hints[key], key)
-    return LearnerSettings(**{name: cls(**groups[name]) for name, cls in _GROUPS.items()})
+        groups[owner[key]][key] = dict(value) if isinstance(value, Mapping) else value
+    try:
+        built: dict[str, Any] = {name: cls(**groups[name]) for name, cls in _GROUPS.items()}
+        return LearnerSettings(**built)
+    except ValidationError as err:
+        raise _config_error(err) from None
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
@@ -253,8 +282,8 @@ def describe_settings() -> list[tuple[str, str, str]]:
     for cls in _GROUPS.values():
         docs = field_docs(cls)
         defaults = cls()
-        for f in dataclasses.fields(cls):
-            value = getattr(defaults, f.name)
+        for name in cls.model_fields:
+            value = getattr(defaults, name)
             shown = ",".join(value) if isinstance(value, tuple) else ("{}" if isinstance(value, Mapping) else value)
-            rows.append((f.name, str(shown), docs.get(f.name, "")))
+            rows.append((name, str(shown), docs.get(name, "")))
     return rows

@@ -75,6 +75,9 @@ class CheckpointMeta:
     train_config: Mapping[str, Any] = field(default_factory=dict)
     dropout: float = 0.1
     format: int = FORMAT_VERSION
+    max_length: int = 128
+    """Token truncation length of the model: training, the promotion gate and serving all use it
+    (checkpoints written before it existed were served at 128)."""
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)

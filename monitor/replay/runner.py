@@ -98,7 +98,7 @@ def _default_learner(config: MonitorConfig, clock: EventClock, metrics: Any) -> 
 
     initial = ModelRegistry(config.model.path).current_version()
     return build_learner(config, metrics, clock=clock, version_name=lambda run: f"{initial}-r{run}",
-                         save_state=False)
+                         save_state=False, event_time=True)
 
 
 def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:

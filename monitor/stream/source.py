@@ -18,9 +18,13 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from monitor.config import KafkaConfig
 
-__all__ = ["KafkaSource", "RawMessage"]
+__all__ = ["KafkaSource", "RawMessage", "SourceError"]
 
 log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """The broker did not answer a commit; the caller retries (nothing is lost, nothing skipped)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class KafkaSource:
         except CommitFailedError as err:
             log.warning("offset commit lost to a rebalance; those messages will be re-read: %s", err)
             return False
+        except KafkaError as err:  # coordinator unreachable, request timed out: retriable by the caller
+            raise SourceError(f"offset commit failed: {err!r}") from err
         return True
 
     def lag(self) -> dict[tuple[str, int], int]:

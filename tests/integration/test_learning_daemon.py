@@ -38,10 +38,10 @@ pytestmark = pytest.mark.integration
 
 SETTINGS: dict[str, Any] = {
     "epochs": 12, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0, "patience": 3,
-    "freeze_embeddings": False, "distill_weight": 0.2, "replay_ratio": 2.0, "max_length": 16, "buffer_size": 400,
+    "freeze_embeddings": False, "distill_weight": 0.2, "replay_ratio": 2.0, "buffer_size": 400, "val_fraction": 0.15,
     "window_size": 240, "min_new_labels": 300, "cooldown_s": 0, "min_gate_examples": 10, "min_stratum_examples": 10,
     "max_forgetting": 0.05, "max_training_s": 60, "label_free_signals": ["confidence", "sentiment_mix"],
-    "label_requests": 10,
+    "label_requests": 10, "accuracy_floor": 0.0, "retrain_every_labels": 0,
 }
 
 
@@ -71,7 +71,7 @@ def regime_a_registry(tmp_path: Path) -> Path:
         progress=False)
     registry = ModelRegistry(tmp_path / "registry").init()
     meta = CheckpointMeta(version="v-a", parent=None, backbone=str(backbone), topics=TOPICS,
-                          sentiments=model.sentiments, data_fingerprint="regime-a")
+                          sentiments=model.sentiments, data_fingerprint="regime-a", max_length=16)
     save_checkpoint(model, tokenizer, meta, registry.path("v-a"))
     registry.set_current("v-a", reason="trained on regime A")
     return registry.root

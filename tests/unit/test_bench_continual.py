@@ -95,7 +95,7 @@ def test_every_method_runs_end_to_end_on_a_tiny_model(tiny_backbone: Path, tmp_p
     assert all(6 * 3600 <= r["label_delay_s"] <= 11.5 * 3600 for r in rows)
 
     fast = {"epochs": 2, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0,
-            "max_length": 16, "buffer_size": 100}
+            "buffer_size": 100}
     rs = RunSettings(
         base=TrainConfig(epochs=4, batch_size=16, lr_encoder=3e-3, lr_head=1e-2, max_length=16, device="cpu"),
         learner={**continual.LEARNER, **fast},

@@ -32,7 +32,7 @@ def test_good_message_with_optional_fields() -> None:
         (b"[1, 2]", "not_an_object", "list"),
         (raw(text=...), "missing_field", "'text' is required"),
         (raw(id=""), "missing_field", "'id' is empty"),
-        (raw(text="   "), "empty_text", "empty"),
+        (raw(text="   "), "empty_text", "no visible character"),
         (raw(text=42), "wrong_type", "'text' must be a string"),
         (raw(tickers="XOM"), "wrong_type", "'tickers'"),
         (raw(kind="tweet"), "wrong_type", "'kind'"),

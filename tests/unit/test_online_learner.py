@@ -37,8 +37,9 @@ from monitor.serving import load_predictor
 #: Fast settings for the tiny model (2 layers, hidden 32): high learning rates, nothing frozen but embeddings.
 FAST: dict[str, Any] = {
     "epochs": 8, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0, "patience": 2,
-    "distill_weight": 0.2, "max_length": 16, "buffer_size": 400, "cooldown_s": 0, "min_gate_examples": 10,
-    "min_stratum_examples": 10, "max_training_s": 60,
+    "distill_weight": 0.2, "buffer_size": 400, "cooldown_s": 0, "min_gate_examples": 10,
+    "min_stratum_examples": 10, "max_training_s": 60, "val_fraction": 0.15, "accuracy_floor": 0.0,
+    "retrain_every_labels": 0,
 }
 
 
@@ -52,7 +53,7 @@ def trained_registry(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFacto
     fit(model, tokenizer, stream("A", 600, 1), stream("A", 100, 2), cfg, progress=False)
     registry = ModelRegistry(tmp_path_factory.mktemp("learn") / "registry").init()
     meta = CheckpointMeta(version="v-a", parent=None, backbone=str(tiny_backbone), topics=TOPICS,
-                          sentiments=model.sentiments, data_fingerprint="regime-a")
+                          sentiments=model.sentiments, data_fingerprint="regime-a", max_length=16)
     save_checkpoint(model, tokenizer, meta, registry.path("v-a"))
     registry.set_current("v-a", reason="trained on regime A")
     return registry.root
@@ -219,7 +220,7 @@ def test_the_gate_rejects_and_records_why(registry_dir: Path) -> None:
     daemon.run(stream("A", 60, 10))
     daemon.wait()
     result = learner.last_result
-    assert result is not None and result.outcome == "rejected" and result.reason.startswith("improvement")
+    assert result is not None and result.outcome == "rejected" and result.reason.startswith("not better")
     event = ModelRegistry(registry_dir).history()[-1]
     assert event["event"] == "rejected" and event["version"] == result.version and event["reason"] == result.reason
     assert ModelRegistry(registry_dir).current_version() == "v-a"
@@ -230,7 +231,7 @@ def test_the_gate_rejects_and_records_why(registry_dir: Path) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_and_is_judged(registry_dir: Path, method: str) -> None:
     learner = make_learner(registry_dir, method=method, min_new_labels=40, retrain_every_labels=40, epochs=2,
-                           min_improvement=-1.0, max_forgetting=1.0)
+                           min_improvement=-1.0, max_forgetting=1.0, confidence=0.5)
     daemon = Daemon(registry_dir, learner)
     daemon.run(stream("A", 30, 11) + stream("B", 40, 12, offset=30))
     daemon.wait()
