@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.alerts import SurgeDetector
+from monitor.artifacts import ArtifactError, DirectoryStore
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
 from monitor.model.predictor import Predictor
@@ -49,11 +52,29 @@ from monitor.serving import RegistryWatcher, load_predictor, resolve_model_dir
 from monitor.stream.codec import DecodeError, decode_item, decode_label
 from monitor.stream.sink import KafkaSink, SinkError
 from monitor.stream.source import KafkaSource, RawMessage, SourceError
+from monitor.stream.versions import AnnouncedVersions, VersionAnnouncement, VersionFollower
 from monitor.trends import SentimentTrends
 
-__all__ = ["Learner", "Monitor"]
+__all__ = ["Learner", "Monitor", "install_stop_handlers"]
 
 log = logging.getLogger(__name__)
+
+
+def install_stop_handlers(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT call ``stop`` (finish the batch in hand, flush, commit); a second one exits 130."""
+    received = 0
+
+    def handle(signum: int, _frame: Any) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            log.error("second signal %s: exiting now without flushing", signum)
+            os._exit(130)
+        log.info("signal %s: finishing the batch in hand, then stopping", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
 
 
 class Learner(Protocol):
@@ -106,24 +127,34 @@ class Monitor:
         learner: Learner | None = None,
         source: KafkaSource | None = None,
         sink: KafkaSink | None = None,
+        analytics: bool = True,
+        versions: VersionFollower | None = None,
     ) -> None:
+        """``analytics=False`` and ``versions`` make a serving replica (``monitor serve``): no sentiment
+        windows or alerts (the analytics role owns them), and the model follows the versions topic
+        instead of the registry's ``CURRENT``."""
         self.config = config
         self.metrics = metrics or Metrics()
         injected = scorer
+        announced = versions.catch_up() if versions is not None else None
         if scorer is None:
-            scorer, loaded = load_predictor(resolve_model_dir(config.model.path), config.model)
+            scorer, loaded = load_predictor(self._initial_model_dir(announced), config.model)
             self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)
         else:
             self._set_model_metrics(scorer.version, time.time(), None)
         self._topics: tuple[str, ...] = tuple(scorer.model.topics)
         self._sentiments: tuple[str, ...] = tuple(scorer.model.sentiments)
         self.slot = ModelSlot(scorer)
-        # An injected scorer (tests, replays) is never swapped; a configured registry is watched.
-        self.watcher = RegistryWatcher(config.model.path, scorer.version, enabled=injected is None)
+        # An injected scorer (tests, replays) is never swapped; a configured registry is watched,
+        # or, for a serving replica, the versions topic.
+        self.watcher: RegistryWatcher | AnnouncedVersions = (
+            AnnouncedVersions(versions, DirectoryStore(config.model.path), scorer.version)
+            if versions is not None
+            else RegistryWatcher(config.model.path, scorer.version, enabled=injected is None))
         self.pipeline = Pipeline(
             self.slot,
-            SentimentTrends(config.metrics.windows_seconds),
-            SurgeDetector(config.alerts),
+            SentimentTrends(config.metrics.windows_seconds) if analytics else None,
+            SurgeDetector(config.alerts) if analytics else None,
             watch_tickers=config.metrics.watch_tickers,
         )
         self.learner = learner
@@ -137,7 +168,16 @@ class Monitor:
         self._last_summary = time.monotonic()
         self._last_lag = 0.0
         self._lag_series: set[tuple[str, str]] = set()
-        self._signals = 0
+
+    def _initial_model_dir(self, announced: VersionAnnouncement | None) -> Path:
+        """The newest announced version when it can be fetched intact, else ``model.path``'s."""
+        if announced is not None:
+            try:
+                return DirectoryStore(self.config.model.path).fetch(announced.artifact)
+            except ArtifactError as err:
+                log.warning("announced version %s unusable here (%s); starting on the model at %s",
+                            announced.version, err, self.config.model.path)
+        return resolve_model_dir(self.config.model.path)
 
     # --- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -146,19 +186,7 @@ class Monitor:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: graceful stop; a second signal exits at once (status 130)."""
-
-        def handle(signum: int, _frame: Any) -> None:
-            self._signals += 1
-            if self._signals > 1:
-                log.error("second signal %s: exiting now without flushing", signum)
-                import os
-
-                os._exit(130)
-            log.info("signal %s: finishing the batch in hand, then stopping", signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        install_stop_handlers(self.stop)
 
     # --- loop --------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -364,8 +392,10 @@ class Monitor:
             return
         try:
             predictor, loaded = load_predictor(directory, self.config.model)
-        except Exception:  # a broken new version must never stop serving
+        except Exception as err:  # a broken new version must never stop serving
             log.exception("could not load new model version at %s; the old model keeps serving", directory)
+            if isinstance(self.watcher, AnnouncedVersions):
+                self.watcher.failed(directory.name, describe_error(err))
             return
         old = self.slot.swap(predictor)
         self.metrics.model_swaps.inc()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from monitor.artifacts import DirectoryStore
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
-from monitor.records import Label, NewsItem, Prediction
+from monitor.records import NewsItem, Prediction
 from monitor.registry import ModelRegistry
 from monitor.stream.codec import DecodeError, decode_label
 from monitor.stream.source import RawMessage
@@ -74,6 +75,9 @@ class LearnerRole:
         self.registry = ModelRegistry(config.model.path)
         self.store = DirectoryStore(self.registry.root / "versions")
         self._announced: str | None = None
+        self.max_label_wait_s = 60.0
+        self._waiting: list[tuple[RawMessage, float]] = []
+        self._read_until: dict[int, int] = {}
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -96,32 +100,68 @@ class LearnerRole:
         return 0
 
     def handle(self, messages: Sequence[RawMessage]) -> None:
-        """One batch, in the order of the module docstring."""
+        """One batch, in the order of the module docstring (labels whose prediction may not be read yet wait)."""
         labels_topic = self.config.kafka.labels_topic
         items: list[NewsItem] = []
         predictions: list[Prediction] = []
-        labels: list[Label] = []
+        done: list[RawMessage] = []
         for msg in messages:
+            if msg.topic == labels_topic:
+                self._waiting.append((msg, time.monotonic()))
+                continue
+            done.append(msg)
             try:
-                if msg.topic == labels_topic:
-                    labels.append(decode_label(msg.value or b""))
-                else:
-                    item, prediction = decode_result(msg.value)
-                    items.append(item)
-                    predictions.append(prediction)
-            except DecodeError as err:
-                self._dead_letter(msg, err.reason, err.detail)
+                item, prediction = decode_result(msg.value)
             except ValueError as err:
                 self._dead_letter(msg, "invalid_json", f"not a prediction: {err}")
+                continue
+            items.append(item)
+            predictions.append(prediction)
+            self._read_until[msg.partition] = max(self._read_until.get(msg.partition, -1), msg.timestamp_ms)
         self.learner.observe(items, predictions)
-        for label in labels:
+        for msg in self._ready_labels():
+            done.append(msg)
+            try:
+                label = decode_label(msg.value)
+            except DecodeError as err:
+                self._dead_letter(msg, err.reason, err.detail)
+                continue
             self.learner.on_label(label)
         for item_id, body in self.learner.drain_label_requests():
             self.sink.label_request(item_id, body)
             self.metrics.label_requests.inc()
         self.sink.flush()
         self.learner.persist()
-        self.source.commit(messages)
+        self.source.commit(self._committable(done))
+
+    def _ready_labels(self) -> list[RawMessage]:
+        """Waiting labels (in order, per partition) whose prediction has been read, or waited too long.
+
+        A label sent at Kafka time T names an item classified before T: once every ``predictions``
+        partition has been read past T (or to its end), its prediction is in the join store.
+        """
+        output = self.config.kafka.output_topic
+        partitions = self.source.partitions(output)
+        ready, waiting, blocked = [], [], set()
+        now = time.monotonic()
+        for msg, since in self._waiting:
+            past = all(self._read_until.get(p, -1) >= msg.timestamp_ms or self.source.caught_up(output, p)
+                       for p in partitions)
+            if msg.partition not in blocked and (past or now - since >= self.max_label_wait_s):
+                ready.append(msg)
+            else:
+                blocked.add(msg.partition)  # keep a partition's labels in order
+                waiting.append((msg, since))
+        self._waiting = waiting
+        return ready
+
+    def _committable(self, done: list[RawMessage]) -> list[RawMessage]:
+        """Handled messages, less those of a labels partition at or after its first waiting label."""
+        first_waiting: dict[int, int] = {}
+        for msg, _ in self._waiting:
+            first_waiting[msg.partition] = min(first_waiting.get(msg.partition, msg.offset), msg.offset)
+        labels_topic = self.config.kafka.labels_topic
+        return [m for m in done if m.topic != labels_topic or m.offset < first_waiting.get(m.partition, m.offset + 1)]
 
     def _dead_letter(self, msg: RawMessage, reason: str, detail: str) -> None:
         self.sink.dead_letter(msg, reason, detail)

@@ -132,6 +132,19 @@ class OwnedSource:
             return False
         return True
 
+    def caught_up(self, topic: str, partition: int) -> bool:
+        """This partition has been read to its end as of the last fetch."""
+        tp = TopicPartition(topic, partition)
+        try:
+            high = self._consumer.highwater(tp)
+            position = self._consumer.position(tp, timeout_ms=1000)
+        except KafkaError:
+            return False
+        return high is not None and position is not None and position >= high
+
+    def partitions(self, topic: str) -> list[int]:
+        return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == topic)
+
     def lag(self) -> dict[tuple[str, int], int]:
         out = {}
         for tp in self._consumer.assignment():

@@ -20,18 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from monitor.artifacts import Artifact
+from monitor.artifacts import Artifact, ArtifactError, ArtifactStore
 from monitor.config import KafkaConfig
 from monitor.stream.admin import ensure_topics
 
-__all__ = ["VersionAnnouncement", "VersionAnnouncer", "VersionFollower", "ensure_versions_topic"]
+__all__ = ["AnnouncedVersions", "VersionAnnouncement", "VersionAnnouncer", "VersionFollower", "ensure_versions_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +146,47 @@ class VersionFollower:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+class AnnouncedVersions:
+    """A serving replica's view of the versions topic: ``changed()`` gives a verified directory once.
+
+    It polls the follower; for a newly announced version it fetches the artifact (every file's
+    sha256 checked). A fetch or a load that fails (``failed``) is retried with a doubling backoff
+    up to ``retry_max_s``, and the replica keeps serving the model it has meanwhile.
+    """
+
+    def __init__(self, follower: VersionFollower, store: ArtifactStore, serving_version: str,
+                 retry_max_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        self.follower = follower
+        self.store = store
+        self.retry_max_s = retry_max_s
+        self._clock = clock
+        self._on_failure = on_failure
+        self._backoff = 0.0
+        self._retry_at = float("-inf")
+        self.follower.delivered(serving_version)
+
+    def changed(self) -> Path | None:
+        record = self.follower.poll()
+        if record is None or self._clock() < self._retry_at:
+            return None
+        try:
+            path = self.store.fetch(record.artifact)
+        except ArtifactError as err:
+            self.failed(record.version, str(err))
+            return None
+        self.follower.delivered(record.version)
+        self._backoff = 0.0
+        return path
+
+    def failed(self, version: str, reason: str) -> None:
+        """Loading ``version`` failed: keep serving, try it again after the backoff."""
+        self.follower.delivered("")  # poll() offers the newest record again
+        self._backoff = min(self.retry_max_s, max(1.0, self._backoff * 2))
+        self._retry_at = self._clock() + self._backoff
+        log.warning("model version %s not loaded (%s); still serving the old one, retrying in %.0f s",
+                    version, reason, self._backoff)
+        if self._on_failure is not None:
+            self._on_failure(version, reason)
