@@ -48,13 +48,13 @@ class Lease:
             partition_assignment_strategy=[StickyPartitionAssignor],
             **config.client_options(),
         )
-        self._held = False
+        self._held: bool | None = None
 
     @property
     def held(self) -> bool:
         """Poll the group (heartbeats, rebalances) and say whether this instance holds the lease."""
         try:
-            self._consumer.poll(timeout_ms=0)
+            self._consumer.poll(timeout_ms=200)  # lets the join and sync rounds of the group complete
             held = bool(self._consumer.assignment())
         except KafkaError as err:
             log.warning("%s lease: cannot reach the group coordinator (%s); assuming lost", self.role, err)

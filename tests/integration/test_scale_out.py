@@ -59,11 +59,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 class Role:
     """One ``monitor <role>`` process with its own metrics port and log file."""
 
-    def __init__(self, role: str, env: dict[str, str], log_dir: Path, name: str) -> None:
+    def __init__(self, role: str, env: dict[str, str], log_dir: Path, name: str, config: Path) -> None:
         self.name, self.port = name, free_port()
         self.log = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", role],
+            [sys.executable, "-m", "monitor.cli", role, "--config", str(config)],
             env={**env, "MONITOR__METRICS__PORT": str(self.port)},
             stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
@@ -124,16 +124,17 @@ def test_three_replicas_analytics_and_a_standby_learner(
         "MONITOR__KAFKA__SESSION_TIMEOUT_MS": "10000", "MONITOR__KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
         "MONITOR__KAFKA__CREATE_TOPICS": "true", "MONITOR__BATCH__MAX_WAIT_MS": "100",
         "MONITOR__MODEL__PATH": str(registry), "MONITOR__MODEL__DEVICE": "cpu", "MONITOR__MODEL__THREADS": "1",
-        "MONITOR__LEARNING__SETTINGS": json.dumps({**LEARNING, "state_dir": str(tmp_path / "learner")}),
         **{f"MONITOR__ALERTS__{k}": v for k, v in ALERTS.items()},
     }
+    config = tmp_path / "monitor.yaml"
+    config.write_text(json.dumps({"learning": {"settings": {**LEARNING, "state_dir": str(tmp_path / "learner")}}}))
     logs = tmp_path / "logs"
     logs.mkdir()
-    learner1 = Role("learn", env, logs, "learner1")
+    learner1 = Role("learn", env, logs, "learner1", config)
     wait_for(lambda: "lease acquired" in learner1.text(), 120, "the first learner's lease")
-    learner2 = Role("learn", env, logs, "learner2")
-    analytics = Role("analytics", env, logs, "analytics")
-    replicas = [Role("serve", env, logs, f"replica{i}") for i in range(3)]
+    learner2 = Role("learn", env, logs, "learner2", config)
+    analytics = Role("analytics", env, logs, "analytics", config)
+    replicas = [Role("serve", env, logs, f"replica{i}", config) for i in range(3)]
     roles = [learner1, learner2, analytics, *replicas]
     try:
         wait_for(lambda: "waiting" in learner2.text(), 120, "the standby learner")
