@@ -12,9 +12,12 @@ registry's ``CURRENT`` (a promotion by the gate, ``monitor model rollback``, ``m
 which is how replicas learn what to serve. At start the learner announces ``CURRENT`` when the
 topic's newest record names another version, so a fresh topic is seeded.
 
-Order of one batch (at-least-once): poll -> decode predictions and labels (undecodable ones are
-dead-lettered) -> observe predictions, join labels -> send label requests -> flush -> store
-(learner state) -> commit. Between batches: announce a changed ``CURRENT``.
+Order of one batch (at-least-once): poll -> decode predictions (undecodable ones are
+dead-lettered) -> observe them -> join the labels that are ready -> send label requests -> flush
+-> store (learner state) -> commit, less the labels still waiting. Between batches: announce a
+changed ``CURRENT``. A label waits until every ``predictions`` partition has been read past the
+label's Kafka timestamp or to its end (its prediction, sent before it, is then in the store), or
+for ``max_label_wait_s`` (then it is joined or counted unknown like any other).
 """
 
 from __future__ import annotations
@@ -140,13 +143,15 @@ class LearnerRole:
         A label sent at Kafka time T names an item classified before T: once every ``predictions``
         partition has been read past T (or to its end), its prediction is in the join store.
         """
+        if not self._waiting:
+            return []
         output = self.config.kafka.output_topic
         partitions = self.source.partitions(output)
+        at_end = self.source.at_end(output)
         ready, waiting, blocked = [], [], set()
         now = time.monotonic()
         for msg, since in self._waiting:
-            past = all(self._read_until.get(p, -1) >= msg.timestamp_ms or self.source.caught_up(output, p)
-                       for p in partitions)
+            past = all(self._read_until.get(p, -1) >= msg.timestamp_ms or p in at_end for p in partitions)
             if msg.partition not in blocked and (past or now - since >= self.max_label_wait_s):
                 ready.append(msg)
             else:

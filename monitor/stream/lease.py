@@ -1,6 +1,6 @@
 """At most one active instance of a role (the learner, the analytics owner), by Kafka group membership.
 
-Every instance of a role joins the consumer group ``<kafka.group_id>-<role>`` on the role's own
+Every instance of a role joins the consumer group ``<kafka.group_id>-<role>-lease`` on the role's own
 one-partition topic ``<kafka.lease_topic_prefix><role>`` (nothing is ever written to it). The
 group coordinator assigns that single partition to exactly one member: that member holds the
 lease and works; the others wait, polling, and one of them takes over when the holder leaves or
@@ -41,7 +41,7 @@ class Lease:
             ensure_topics(config, [self.topic], partitions=1, replication=config.replication_factor)
         self._consumer = KafkaConsumer(
             self.topic,
-            group_id=f"{config.group_id}-{role}",
+            group_id=f"{config.group_id}-{role}-lease",
             client_id=f"{config.client_id}-{role}-lease",
             enable_auto_commit=False,
             session_timeout_ms=config.session_timeout_ms,

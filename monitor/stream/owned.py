@@ -132,15 +132,14 @@ class OwnedSource:
             return False
         return True
 
-    def caught_up(self, topic: str, partition: int) -> bool:
-        """This partition has been read to its end as of the last fetch."""
-        tp = TopicPartition(topic, partition)
+    def at_end(self, topic: str) -> set[int]:
+        """The partitions of ``topic`` read to their log end as the broker has it now (one request)."""
+        tps = [tp for tp in self._consumer.assignment() if tp.topic == topic]
         try:
-            high = self._consumer.highwater(tp)
-            position = self._consumer.position(tp, timeout_ms=1000)
+            ends = self._consumer.end_offsets(tps)
+            return {tp.partition for tp in tps if self._consumer.position(tp, timeout_ms=1000) >= ends[tp]}
         except KafkaError:
-            return False
-        return high is not None and position is not None and position >= high
+            return set()
 
     def partitions(self, topic: str) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == topic)

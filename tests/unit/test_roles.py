@@ -76,8 +76,8 @@ class Source:
     def partitions(self, topic: str) -> list[int]:
         return [0]
 
-    def caught_up(self, topic: str, partition: int) -> bool:
-        return self.is_caught_up
+    def at_end(self, topic: str) -> set[int]:
+        return {0} if self.is_caught_up else set()
 
     def close(self) -> None: ...
 
