@@ -44,18 +44,20 @@ from monitor.alerts import SurgeDetector
 from monitor.artifacts import ArtifactError, DirectoryStore
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
+from monitor.model.checkpoint import CheckpointError, validate_checkpoint
 from monitor.model.predictor import Predictor
 from monitor.pipeline import BatchOutcome, ModelSlot, Pipeline
 from monitor.records import Label, NewsItem, Prediction
+from monitor.registry import is_registry
 from monitor.resilience import Outage, describe_error, isolate
-from monitor.serving import RegistryWatcher, load_predictor, resolve_model_dir
+from monitor.serving import ModelNotFound, RegistryWatcher, load_predictor, resolve_model_dir
 from monitor.stream.codec import DecodeError, decode_item, decode_label
 from monitor.stream.sink import KafkaSink, SinkError
 from monitor.stream.source import KafkaSource, RawMessage, SourceError
 from monitor.stream.versions import AnnouncedVersions, VersionAnnouncement, VersionFollower
 from monitor.trends import SentimentTrends
 
-__all__ = ["Learner", "Monitor", "install_stop_handlers"]
+__all__ = ["Learner", "Monitor", "check_model", "install_stop_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,29 @@ class Learner(Protocol):
     def drain_label_requests(self) -> list[tuple[str, bytes]]: ...
 
     def close(self) -> None: ...
+
+
+def check_model(path: str | Path) -> Path:
+    """The serving checkpoint directory of ``model.path``, validated without loading it.
+
+    Raises ``ModelNotFound`` naming the broken version and the command that fixes it, so the
+    daemon started on a broken ``CURRENT`` exits 2 with that message instead of a traceback.
+    """
+    directory = resolve_model_dir(path)
+    try:
+        validate_checkpoint(directory)
+    except CheckpointError as err:
+        raise _broken(path, directory, err) from None
+    return directory
+
+
+def _broken(path: str | Path, directory: Path, err: Exception) -> ModelNotFound:
+    if is_registry(path):
+        return ModelNotFound(
+            f"model version {directory.name!r} (CURRENT of registry {path}) cannot be loaded: {err}. "
+            f"Serve a version that loads with `monitor model rollback VERSION --registry {path}` "
+            f"(`monitor model list --registry {path}` marks the broken ones)")
+    return ModelNotFound(f"the checkpoint {directory} cannot be loaded: {err}")
 
 
 class _Abandoned(Exception):
@@ -138,7 +163,11 @@ class Monitor:
         injected = scorer
         announced = versions.catch_up() if versions is not None else None
         if scorer is None:
-            scorer, loaded = load_predictor(self._initial_model_dir(announced), config.model)
+            directory = self._initial_model_dir(announced)
+            try:
+                scorer, loaded = load_predictor(directory, config.model)
+            except ModelNotFound as err:  # validated, yet does not load: say which version and how to fix it
+                raise _broken(config.model.path, directory, err) from None
             self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)
         else:
             self._set_model_metrics(scorer.version, time.time(), None)
@@ -177,7 +206,7 @@ class Monitor:
             except ArtifactError as err:
                 log.warning("announced version %s unusable here (%s); starting on the model at %s",
                             announced.version, err, self.config.model.path)
-        return resolve_model_dir(self.config.model.path)
+        return check_model(self.config.model.path)
 
     # --- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -393,10 +422,12 @@ class Monitor:
         try:
             predictor, loaded = load_predictor(directory, self.config.model)
         except Exception as err:  # a broken new version must never stop serving
-            log.exception("could not load new model version at %s; the old model keeps serving", directory)
-            if isinstance(self.watcher, AnnouncedVersions):
-                self.watcher.failed(directory.name, describe_error(err))
+            self.metrics.model_load_failures.inc()
+            retry = self.watcher.failed(directory.name)
+            log.error("could not load new model version %s (%s); model %s keeps serving, retry in %.0f s",
+                      directory.name, describe_error(err), self.slot.current.version, retry)
             return
+        self.watcher.loaded(directory.name)
         old = self.slot.swap(predictor)
         self.metrics.model_swaps.inc()
         self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)

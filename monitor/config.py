@@ -101,8 +101,8 @@ class KafkaConfig:
     """Consumer group; instances with the same group share the input partitions."""
     client_id: str = "monitor"
     """Client id prefix shown in broker logs and quotas."""
-    group_instance_id: str | None = None
-    """Static membership id, unique per instance (e.g. pod name): a restart keeps its partitions at once."""
+    group_instance_id: str | None = "auto"
+    """Static membership id (a restart gets its partitions back at once): auto = host + free slot; empty = off."""
     auto_offset_reset: str = "earliest"
     """Where a new group starts: earliest or latest."""
     max_poll_interval_ms: int = 300_000
@@ -134,7 +134,7 @@ class KafkaConfig:
     replication_factor: int | None = None
     """Replication factor of topics the monitor creates; empty = the broker's default.replication.factor."""
     flush_timeout_s: float = 30.0
-    """One attempt to flush the outputs; on timeout the daemon retries (broker outage), it never exits."""
+    """One attempt to flush the outputs or commit the offsets; on timeout it is retried, the daemon never exits."""
     outage_backoff_max_s: float = 30.0
     """Longest wait between two retries while the broker is unreachable (doubling from 0.5 s)."""
 
@@ -257,7 +257,7 @@ class AlertConfig:
     """A raised alert stays active at least this long (event time)."""
     clear_seconds: float = 600.0
     """The clear condition (share or volume) must hold this long (event time) before the alert clears."""
-    watermark_outliers: int = 3
+    watermark_outliers: int = 2
     """Items dated in the future, among the last watermark_sample, that cannot move the event-time clock."""
     watermark_sample: int = 50
     """Recent items over which the event-time clock (watermark) is taken."""
@@ -283,12 +283,12 @@ class LearningConfig:
     """Continual learning on labels from the stream (see README, 'Continual learning')."""
     settings: Mapping[str, Any] = field(default_factory=dict)
     """Learner settings (drift detector, replay buffer, training policy, gate)."""
-    label_store_path: str = "var/label-joins.sqlite"
-    """SQLite file (WAL) keeping the predictions that await their labels across restarts; empty = in memory only."""
+    label_store_path: str = ""
+    """SQLite file (WAL) of the predictions awaiting their labels; empty = label-joins.sqlite in the learner state."""
     label_retention_s: float = 48 * 3600.0
     """A prediction waits this long for its label (by the time it was classified), then leaves the store."""
     label_store_max_items: int = 2_000_000
-    """At most this many predictions wait in the store (the oldest leave first)."""
+    """At most this many predictions wait in the store, least recently used out first (join_cache_size overrides)."""
 
     def __post_init__(self) -> None:
         _check(self.label_retention_s > 0, "learning.label_retention_s", "must be > 0")

@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="after the replay, recompute the alerts and their ground truth for every combination of "
                         "these alerts.* settings (e.g. ratio=1.5,2,3 min_count=10,20) and print precision, recall "
                         "and detection delay per scope and setting (also DIR/sweep.csv); --sweep alone: "
-                        "ratio=1.5,2,3 min_delta=0.1,0.2 hold_seconds=900,1800")
+                        "ratio=1.5,2,3 min_count=5,10,20")
     p.add_argument("--min-bucket-count", type=int, default=10,
                    help="report: mask time buckets with fewer items than this (default: 10)")
     p.set_defaults(func=replay)

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import sys
 from typing import TYPE_CHECKING
 
 from monitor.commands import run as run_command
-from monitor.config import ConfigError, MonitorConfig
+from monitor.config import MonitorConfig
 from monitor.roles import Elected, Worker
 
 if TYPE_CHECKING:
@@ -42,39 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p = subparsers.add_parser(role, help=summary, description=f"monitor {role}: {summary}.",
                                   epilog=run_command.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
         run_command.add_arguments(p)
-        p.set_defaults(func=functools.partial(start, role))
-
-
-def start(role: str, args: argparse.Namespace) -> int:
-    config = run_command.checked_config(args, f"monitor {role}")
-    if isinstance(config, int):
-        return config
-    from monitor.logs import setup_logging
-
-    setup_logging(config.logging.level, config.logging.json)
-    from monitor.metrics import serve
-    from monitor.serving import ModelNotFound
-
-    try:
-        run_command.create_topics(config)
-        from monitor.metrics import Metrics
-
-        metrics = Metrics()
-        worker = build_role(role, config, metrics)
-    except ConfigError as err:
-        print(f"monitor {role}: invalid configuration: {err}", file=sys.stderr)
-        return 2
-    except ModelNotFound as err:
-        print(f"monitor {role}: {err}", file=sys.stderr)
-        return 2
-    if config.metrics.port:
-        serve(config.metrics.host, config.metrics.port)
-        log.info("metrics at http://%s:%d/metrics", config.metrics.host, config.metrics.port)
-    from monitor.app import install_stop_handlers
-
-    install_stop_handlers(worker.stop)
-    code: int = worker.run()
-    return code
+        p.set_defaults(func=functools.partial(run_command.start, role))
 
 
 def rebuild_seconds(config: MonitorConfig) -> float:

@@ -2,7 +2,9 @@
 
 Padding is wasted compute (a 20-token tweet padded to 64 costs three times as much), so both
 the predictor and the trainer build batches from length-sorted token lists. The predictor
-sorts everything (order is restored afterwards); the trainer sorts within shuffled buckets so
+sorts everything it is given (order is restored afterwards) and cuts batches by a budget of
+padded tokens (:func:`budget_batches`): short texts travel in large batches, long ones in small
+ones, and no batch costs more than the budget. The trainer sorts within shuffled buckets so
 batches still vary from epoch to epoch.
 
 Before tokenizing, every URL is replaced by the word ``url`` (:func:`normalize`): news tweets end
@@ -22,7 +24,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Tokenizer", "bucketed_batches", "collate", "encode", "normalize", "sorted_batches"]
+__all__ = [
+    "Batch",
+    "Tokenizer",
+    "bucketed_batches",
+    "budget_batches",
+    "collate",
+    "encode",
+    "encode_counting",
+    "normalize",
+    "sorted_batches",
+]
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
@@ -74,6 +86,20 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> list[
     return [list(ids) for ids in encoded["input_ids"]]
 
 
+def encode_counting(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """:func:`encode`, plus how many texts were longer than ``max_length`` tokens (cut).
+
+    Tokenizes to ``max_length + 1``: a row of that length was cut, and only those rows are
+    encoded again at ``max_length`` (the tokenizer's own truncation, so the ids equal ``encode``'s).
+    """
+    ids = encode(tokenizer, texts, max_length + 1)
+    cut = [i for i, row in enumerate(ids) if len(row) > max_length]
+    if cut:
+        for i, row in zip(cut, encode(tokenizer, [texts[i] for i in cut], max_length), strict=True):
+            ids[i] = row
+    return ids, len(cut)
+
+
 def collate(ids: Sequence[Sequence[int]], indices: Sequence[int], pad_id: int) -> Batch:
     """Right-pad the rows ``indices`` of ``ids`` to the longest of them.
 
@@ -98,6 +124,33 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def budget_batches(lengths: Sequence[int], max_tokens: int, max_count: int) -> list[list[int]]:
+    """Indices sorted by length (stable), cut so each batch's padded size fits a token budget.
+
+    A batch holds at most ``max_count`` rows and, padded to its longest row, at most
+    ``max_tokens`` token slots; a single row longer than the budget forms a batch of its own.
+    Every index appears exactly once; the caller restores input order through the indices.
+
+    >>> budget_batches([5, 1, 3, 2, 9], max_tokens=6, max_count=8)
+    [[1, 3], [2], [0], [4]]
+    >>> budget_batches([2, 2, 2], max_tokens=100, max_count=2)
+    [[0, 1], [2]]
+    """
+    if max_tokens < 1 or max_count < 1:
+        raise ValueError(f"need max_tokens >= 1 and max_count >= 1, got {max_tokens}, {max_count}")
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending lengths: the row being added is the batch's longest
+        if current and (len(current) >= max_count or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def bucketed_batches(

@@ -1,7 +1,13 @@
 """Batched inference: texts in, per-head labels and probabilities out, in input order.
 
-Texts are tokenized once, sorted by length into micro-batches and padded per batch (see
-``monitor.model.batching``), run under ``torch.inference_mode`` and put back in input order.
+Texts are tokenized once, sorted by length and cut into batches bounded by a budget of padded
+tokens and a maximum count (``monitor.model.batching.budget_batches``), run by a *backend* and
+put back in input order. Two backends compute the logits of a padded batch:
+
+- :class:`TorchBackend`: the ``MultiTaskClassifier`` itself under ``torch.inference_mode``; on
+  CUDA optionally in fp16 (``torch.autocast``). The training path and the fallback.
+- ``OnnxBackend`` (``monitor.model.onnx_backend``): an ONNX Runtime session on CPU, exported
+  from the same weights and checked against torch (``monitor.model.onnx_export``).
 
 **Confidence** is the *minimum* over the two heads of the top class probability: a
 prediction is only as trustworthy as its less certain head, and the monitor uses confidence to
@@ -15,18 +21,20 @@ the model with the original tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from monitor.model.batching import Tokenizer, collate, encode, sorted_batches
+from monitor.model.batching import Tokenizer, budget_batches, collate, encode_counting
 from monitor.model.network import MultiTaskClassifier
 
-__all__ = ["PredictStats", "Predictor", "Scored", "resolve_device"]
+__all__ = ["Backend", "PredictStats", "Predictor", "Scored", "TorchBackend", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,22 @@ class PredictStats:
     padded_tokens: int = 0
     seconds: float = 0.0
     batch_seconds: tuple[float, ...] = ()
+    truncated: int = 0
+    """Texts longer than ``max_length`` tokens, cut to it."""
+
+    @property
+    def padding_share(self) -> float:
+        """Share of the computed token slots that were padding (0 when nothing ran)."""
+        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class Backend(Protocol):
+    """Computes ``(topic, sentiment)`` logits of one padded batch, as float32 CPU tensors."""
+
+    name: str
+    """``torch``, ``torch-fp16``, ``onnx`` or ``onnx-int8``: for logs and the backend metric."""
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -59,11 +83,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+class TorchBackend:
+    """The torch model on its device; ``fp16`` runs CUDA batches under fp16 autocast."""
+
+    def __init__(self, model: MultiTaskClassifier, device: torch.device, fp16: bool = False) -> None:
+        self.model = model
+        self.device = device
+        self.fp16 = fp16 and device.type == "cuda"
+        self.name = "torch-fp16" if self.fp16 else "torch"
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.fp16 else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            topic, sentiment = self.model(input_ids.to(self.device), attention_mask.to(self.device))
+        return topic.float().cpu(), sentiment.float().cpu()
+
+
 class Predictor:
-    """Run a :class:`MultiTaskClassifier` over texts in length-sorted micro-batches.
+    """Run a :class:`MultiTaskClassifier` (or a backend built from it) over texts in budgeted batches.
 
     The model is moved to ``device`` and put in eval mode; it must not be trained while a
-    predictor uses it (train a copy instead).
+    predictor uses it (train a copy instead). ``batch_size`` bounds the texts per batch and
+    ``max_tokens`` (optional) the padded token slots per batch; ``backend`` replaces the torch
+    forward pass (``model`` still names the label sets).
     """
 
     def __init__(
@@ -74,15 +116,24 @@ class Predictor:
         device: str | torch.device | None = None,
         max_length: int = 128,
         batch_size: int = 32,
+        *,
+        max_tokens: int | None = None,
+        backend: Backend | None = None,
+        fp16: bool = False,
     ) -> None:
-        if max_length < 2 or batch_size < 1:
-            raise ValueError(f"need max_length >= 2 and batch_size >= 1, got {max_length}, {batch_size}")
-        self.device = resolve_device(device)
+        if max_length < 2 or batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+            raise ValueError(
+                f"need max_length >= 2, batch_size >= 1 and max_tokens >= 1, got {max_length}, {batch_size}, "
+                f"{max_tokens}"
+            )
+        self.device = resolve_device(device) if backend is None else torch.device("cpu")
         self.model = model.to(self.device).eval()
+        self.backend: Backend = backend or TorchBackend(self.model, self.device, fp16=fp16)
         self.tokenizer = copy.deepcopy(tokenizer)
         self.version = version
         self.max_length = max_length
         self.batch_size = batch_size
+        self.max_tokens = max_tokens if max_tokens is not None else batch_size * max_length
         self._lock = threading.Lock()
         self._last_stats = PredictStats()
 
@@ -120,21 +171,20 @@ class Predictor:
         n_topics, n_sentiments = len(self.model.topics), len(self.model.sentiments)
         topic_out = torch.empty((len(texts), n_topics))
         sentiment_out = torch.empty((len(texts), n_sentiments))
-        ids = encode(self.tokenizer, texts, self.max_length)
+        ids, truncated = encode_counting(self.tokenizer, texts, self.max_length)
         pad_id = self.tokenizer.pad_token_id or 0
         tokens = padded = 0
         batch_seconds = []
-        with torch.inference_mode():
-            for indices in sorted_batches([len(row) for row in ids], self.batch_size):
-                batch_started = time.perf_counter()
-                batch = collate(ids, indices, pad_id).to(self.device)
-                topic_logits, sentiment_logits = self.model(batch.input_ids, batch.attention_mask)
-                rows = torch.tensor(indices)
-                topic_out[rows] = topic_logits.float().cpu()
-                sentiment_out[rows] = sentiment_logits.float().cpu()
-                tokens += batch.tokens
-                padded += batch.padded_tokens
-                batch_seconds.append(time.perf_counter() - batch_started)
+        for indices in budget_batches([len(row) for row in ids], self.max_tokens, self.batch_size):
+            batch_started = time.perf_counter()
+            batch = collate(ids, indices, pad_id)
+            topic_logits, sentiment_logits = self.backend(batch.input_ids, batch.attention_mask)
+            rows = torch.tensor(indices)
+            topic_out[rows] = topic_logits
+            sentiment_out[rows] = sentiment_logits
+            tokens += batch.tokens
+            padded += batch.padded_tokens
+            batch_seconds.append(time.perf_counter() - batch_started)
         self._last_stats = PredictStats(
             texts=len(texts),
             batches=len(batch_seconds),
@@ -142,5 +192,6 @@ class Predictor:
             padded_tokens=padded,
             seconds=time.perf_counter() - started,
             batch_seconds=tuple(batch_seconds),
+            truncated=truncated,
         )
         return topic_out, sentiment_out

@@ -43,9 +43,8 @@ __all__ = ["DEFAULT_GRID", "SCOPES", "Span", "alert_spans", "model_alerts", "par
            "truth_alerts", "truth_config"]
 
 SCOPES = ("topic", "ticker", "all")
-#: The grid ``monitor replay --sweep`` runs without a spec: 3 x 2 x 2 = 12 settings around the config.
-DEFAULT_GRID: dict[str, tuple[float, ...]] = {"ratio": (1.5, 2.0, 3.0), "min_delta": (0.1, 0.2),
-                                              "hold_seconds": (900.0, 1800.0)}
+#: The grid ``monitor replay --sweep`` runs without a spec: 3 x 3 = 9 settings (the others: the config's).
+DEFAULT_GRID: dict[str, tuple[float, ...]] = {"ratio": (1.5, 2.0, 3.0), "min_count": (5.0, 10.0, 20.0)}
 
 
 @dataclass(frozen=True)

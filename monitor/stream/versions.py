@@ -149,21 +149,20 @@ class VersionFollower:
 
 
 class AnnouncedVersions:
-    """A serving replica's view of the versions topic: ``changed()`` gives a verified directory once.
+    """A serving replica's view of the versions topic, with the interface of ``serving.RegistryWatcher``.
 
-    It polls the follower; for a newly announced version it fetches the artifact (every file's
-    sha256 checked). A fetch or a load that fails (``failed``) is retried with a doubling backoff
-    up to ``retry_max_s``, and the replica keeps serving the model it has meanwhile.
+    ``changed()`` polls the follower and, for a newly announced version, fetches its artifact
+    (every file's sha256 checked) and returns the verified directory. A fetch, or a load the
+    caller reports with ``failed``, is retried after a doubling backoff up to ``retry_max_s``,
+    while the replica keeps serving the model it has; ``loaded`` marks the version as served.
     """
 
     def __init__(self, follower: VersionFollower, store: ArtifactStore, serving_version: str,
-                 retry_max_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 on_failure: Callable[[str, str], None] | None = None) -> None:
+                 retry_max_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.follower = follower
         self.store = store
         self.retry_max_s = retry_max_s
         self._clock = clock
-        self._on_failure = on_failure
         self._backoff = 0.0
         self._retry_at = float("-inf")
         self.follower.delivered(serving_version)
@@ -173,20 +172,18 @@ class AnnouncedVersions:
         if record is None or self._clock() < self._retry_at:
             return None
         try:
-            path = self.store.fetch(record.artifact)
+            return self.store.fetch(record.artifact)
         except ArtifactError as err:
-            self.failed(record.version, str(err))
+            log.warning("model version %s not fetched (%s); the old one keeps serving", record.version, err)
+            self.failed(record.version)
             return None
-        self.follower.delivered(record.version)
-        self._backoff = 0.0
-        return path
 
-    def failed(self, version: str, reason: str) -> None:
-        """Loading ``version`` failed: keep serving, try it again after the backoff."""
-        self.follower.delivered("")  # poll() offers the newest record again
+    def failed(self, version: str) -> float:
+        """Loading ``version`` failed: try it again after the backoff (returned, in seconds)."""
         self._backoff = min(self.retry_max_s, max(1.0, self._backoff * 2))
         self._retry_at = self._clock() + self._backoff
-        log.warning("model version %s not loaded (%s); still serving the old one, retrying in %.0f s",
-                    version, reason, self._backoff)
-        if self._on_failure is not None:
-            self._on_failure(version, reason)
+        return self._backoff
+
+    def loaded(self, version: str) -> None:
+        self.follower.delivered(version)
+        self._backoff = 0.0

@@ -305,3 +305,30 @@ def test_build_learner_needs_a_registry_and_valid_settings(registry_dir: Path) -
     (registry_dir / "CURRENT").unlink()
     with pytest.raises(ConfigError, match="has no serving version"):
         make_learner(registry_dir)
+
+
+def test_the_accuracy_floor_retrains_a_model_that_is_bad_from_the_start(registry_dir: Path) -> None:
+    """Only regime B from the first label: the error is high but never *changes*, so no drift detector
+    fires; the accuracy floor starts a run once floor_labels labels are in (and nothing does without it)."""
+    settings = {"min_new_labels": 60, "floor_labels": 60}
+    b_only = [stream("B", 20, 30 + start, offset=start) for start in range(0, 300, 20)]
+    registry = ModelRegistry(registry_dir)
+    off = make_learner(registry_dir, **settings, accuracy_floor=0.0, state_dir=str(registry_dir / "off"))
+    daemon = Daemon(registry_dir, off)
+    for chunk in b_only:
+        daemon.run(chunk)
+    assert sample(off.metrics.drift_detections, signal="sentiment_error") == 0
+    assert not off.running and off.last_result is None and registry.history()[-1]["event"] != "rejected"
+    off.close()
+
+    learner = make_learner(registry_dir, **settings, accuracy_floor=0.8)
+    daemon = Daemon(registry_dir, learner)
+    for chunk in b_only:
+        daemon.run(chunk)
+        if learner.running or learner.last_result is not None:
+            break
+    assert learner.running or learner.last_result is not None, "the accuracy floor started no run"
+    daemon.wait()
+    event = registry.history()[-1]
+    assert event["trigger"].startswith("accuracy floor: sentiment accuracy 0.") and "over 60 labels" in event["trigger"]
+    learner.close()

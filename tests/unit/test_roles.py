@@ -205,6 +205,7 @@ def test_a_replica_fetches_announced_versions_verified_and_retries_a_broken_one(
     assert watcher.changed() is None  # still backing off
     now[0] = 5.0
     assert watcher.changed() == Path(artifact.location)
+    watcher.loaded("v2")
     assert watcher.changed() is None
 
 
