@@ -47,7 +47,7 @@ from monitor.metrics import Metrics
 from monitor.model.checkpoint import CheckpointError, validate_checkpoint
 from monitor.model.predictor import Predictor
 from monitor.pipeline import BatchOutcome, ModelSlot, Pipeline
-from monitor.records import Label, NewsItem, Prediction
+from monitor.records import Alert, Label, NewsItem, Prediction
 from monitor.registry import is_registry
 from monitor.resilience import Outage, describe_error, isolate
 from monitor.serving import ModelNotFound, RegistryWatcher, load_predictor, resolve_model_dir
@@ -57,7 +57,7 @@ from monitor.stream.source import KafkaSource, RawMessage, SourceError
 from monitor.stream.versions import AnnouncedVersions, VersionAnnouncement, VersionFollower
 from monitor.trends import SentimentTrends
 
-__all__ = ["Learner", "Monitor", "check_model", "install_stop_handlers"]
+__all__ = ["Learner", "Monitor", "Sink", "Source", "check_model", "install_stop_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,39 @@ def _broken(path: str | Path, directory: Path, err: Exception) -> ModelNotFound:
     return ModelNotFound(f"the checkpoint {directory} cannot be loaded: {err}")
 
 
+class Source(Protocol):
+    """Where batches come from: ``KafkaSource`` (the daemon), ``MemorySource`` (replays, tests)."""
+
+    def next_batch(self, max_batch: int, max_wait_ms: int) -> list[RawMessage]: ...
+
+    def commit(self, messages: Sequence[RawMessage]) -> bool: ...
+
+    def lag(self) -> dict[tuple[str, int], int]: ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where outputs go: ``KafkaSink`` (the daemon), ``CollectorSink`` (replays, tests)."""
+
+    max_request_size: int
+
+    @property
+    def unacknowledged(self) -> int: ...
+
+    def prediction(self, p: Prediction) -> bool: ...
+
+    def alert(self, a: Alert) -> bool: ...
+
+    def label_request(self, item_id: str, body: bytes) -> bool: ...
+
+    def dead_letter(self, message: RawMessage, reason: str, detail: str) -> None: ...
+
+    def flush(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class _Abandoned(Exception):
     """A stop was asked while the broker does not answer: leave without committing the batch in hand."""
 
@@ -150,14 +183,16 @@ class Monitor:
         metrics: Metrics | None = None,
         scorer: Predictor | None = None,
         learner: Learner | None = None,
-        source: KafkaSource | None = None,
-        sink: KafkaSink | None = None,
+        source: Source | None = None,
+        sink: Sink | None = None,
         analytics: bool = True,
         versions: VersionFollower | None = None,
+        watch_registry: bool | None = None,
     ) -> None:
         """``analytics=False`` and ``versions`` make a serving replica (``monitor serve``): no sentiment
         windows or alerts (the analytics role owns them), and the model follows the versions topic
-        instead of the registry's ``CURRENT``."""
+        instead of the registry's ``CURRENT``. ``watch_registry`` (default: unless ``scorer`` is
+        injected) hot-swaps when the registry's ``CURRENT`` moves; a learning replay sets it."""
         self.config = config
         self.metrics = metrics or Metrics()
         injected = scorer
@@ -179,7 +214,8 @@ class Monitor:
         self.watcher: RegistryWatcher | AnnouncedVersions = (
             AnnouncedVersions(versions, DirectoryStore(config.model.path), scorer.version)
             if versions is not None
-            else RegistryWatcher(config.model.path, scorer.version, enabled=injected is None))
+            else RegistryWatcher(config.model.path, scorer.version,
+                                 enabled=injected is None if watch_registry is None else watch_registry))
         self.pipeline = Pipeline(
             self.slot,
             SentimentTrends(config.metrics.windows_seconds) if analytics else None,
@@ -227,7 +263,7 @@ class Monitor:
                 messages = self.source.next_batch(cfg.batch.max_batch, cfg.batch.max_wait_ms)
                 if messages:
                     self.handle(messages)
-                self._maybe_swap_model()
+                self.swap_if_changed()
                 self._maybe_report()
         except _Abandoned as err:
             log.warning("%s", err)
@@ -415,7 +451,8 @@ class Monitor:
         self.metrics.model_info.info({"version": version, "parent": parent or ""})
         self.metrics.model_created.set(created)
 
-    def _maybe_swap_model(self) -> None:
+    def swap_if_changed(self) -> None:
+        """Between batches: load and swap in a new serving version (a broken one is retried, never served)."""
         directory = self.watcher.changed()
         if directory is None:
             return
