@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ from monitor.records import NewsItem, Prediction
 from monitor.registry import ModelRegistry
 from monitor.stream.codec import DecodeError, decode_label
 from monitor.stream.source import RawMessage
-from monitor.stream.versions import VersionAnnouncement
+from monitor.stream.versions import VersionAnnouncement, announcement
 
 __all__ = ["LearnerRole", "decode_result"]
 
@@ -184,15 +184,7 @@ class LearnerRole:
             return None
         if self.lease is not None and not self.lease.held:
             return None
-        artifact = self.store.publish(version, self.registry.path(version))
-        meta = json.loads((self.registry.path(version) / "meta.json").read_text(encoding="utf-8"))
-        history = [e for e in self.registry.history() if e.get("version") == version]
-        event: Mapping[str, Any] = history[-1] if history else {}
-        record = VersionAnnouncement(
-            version=version, location=artifact.location, checksums=artifact.checksums,
-            parent=meta.get("parent"), event=str(event.get("event", "promoted")),
-            gate={k: v for k, v in event.items() if k not in ("at", "event", "version")},
-            created_at=str(meta.get("created_at", "")))
+        record = announcement(self.registry, version, self.store)
         self.announcer.announce(record)
         self._announced = version
         return record

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,11 +29,13 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from monitor.artifacts import Artifact, ArtifactError, ArtifactStore
+from monitor.artifacts import Artifact, ArtifactError, ArtifactStore, DirectoryStore
 from monitor.config import KafkaConfig
+from monitor.registry import ModelRegistry
 from monitor.stream.admin import ensure_topics
 
-__all__ = ["AnnouncedVersions", "VersionAnnouncement", "VersionAnnouncer", "VersionFollower", "ensure_versions_topic"]
+__all__ = ["AnnouncedVersions", "VersionAnnouncement", "VersionAnnouncer", "VersionFollower", "announcement",
+           "ensure_versions_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,20 @@ class VersionAnnouncement:
             raise ValueError("not a model-version record (no 'version')")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in body.items() if k in known})
+
+
+def announcement(registry: ModelRegistry, version: str, store: ArtifactStore | None = None) -> VersionAnnouncement:
+    """The record for ``version`` of ``registry``, published to ``store`` (default: the registry's versions)."""
+    store = store or DirectoryStore(registry.root / "versions")
+    artifact = store.publish(version, registry.path(version))
+    meta = json.loads((registry.path(version) / "meta.json").read_text(encoding="utf-8"))
+    history = [e for e in registry.history() if e.get("version") == version]
+    event: Mapping[str, Any] = history[-1] if history else {}
+    return VersionAnnouncement(
+        version=version, location=artifact.location, checksums=artifact.checksums, parent=meta.get("parent"),
+        event="rollback" if event.get("event") == "rollback" else "promoted",
+        gate={k: v for k, v in event.items() if k not in ("at", "event", "version")},
+        created_at=str(meta.get("created_at", "")))
 
 
 def ensure_versions_topic(config: KafkaConfig) -> None:
