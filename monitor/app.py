@@ -49,7 +49,7 @@ from monitor.model.predictor import Predictor
 from monitor.pipeline import BatchOutcome, ModelSlot, Pipeline
 from monitor.records import Alert, Label, NewsItem, Prediction
 from monitor.registry import is_registry
-from monitor.resilience import Outage, describe_error, isolate
+from monitor.resilience import Abandoned, Outage, describe_error, isolate
 from monitor.serving import ModelNotFound, RegistryWatcher, load_predictor, resolve_model_dir
 from monitor.stream.codec import DecodeError, decode_item, decode_label
 from monitor.stream.sink import KafkaSink, SinkError
@@ -147,10 +147,6 @@ class Sink(Protocol):
     def flush(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-class _Abandoned(Exception):
-    """A stop was asked while the broker does not answer: leave without committing the batch in hand."""
 
 
 @dataclass
@@ -265,7 +261,7 @@ class Monitor:
                     self.handle(messages)
                 self.swap_if_changed()
                 self._maybe_report()
-        except _Abandoned as err:
+        except Abandoned as err:
             log.warning("%s", err)
         finally:
             self.close()
@@ -380,29 +376,11 @@ class Monitor:
 
     def _flush(self) -> None:
         """Flush the outputs, retrying with backoff for as long as the broker does not answer."""
-        while True:
-            try:
-                self.sink.flush()
-            except SinkError as err:
-                if self._stop.is_set():
-                    raise _Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
-                self._stop.wait(self.outage.failed("flush", err))
-                continue
-            self.outage.ok()
-            return
+        self.outage.retry("flush", self.sink.flush, self._stop, (SinkError,))
 
     def _commit(self, messages: Sequence[RawMessage]) -> None:
         """Step 6, retried like the flush (a lost rebalance is not retried: the new owner re-reads)."""
-        while True:
-            try:
-                self.source.commit(messages)
-            except SourceError as err:
-                if self._stop.is_set():
-                    raise _Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
-                self._stop.wait(self.outage.failed("commit", err))
-                continue
-            self.outage.ok()
-            return
+        self.outage.retry("commit", lambda: self.source.commit(messages), self._stop, (SourceError,))
 
     # --- bookkeeping ---------------------------------------------------------------------------------
     def _record(self, outcome: BatchOutcome, n_messages: int, t: tuple[float, ...], stats: Any) -> None:

@@ -21,18 +21,21 @@ from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 
 from monitor.config import KafkaConfig
-from monitor.stream.source import RawMessage
+from monitor.stream.source import KafkaSource, RawMessage
 
 __all__ = ["OwnedSource"]
 
 log = logging.getLogger(__name__)
 
 
-class OwnedSource:
-    """All partitions of ``topics``, offsets committed to ``group_id`` (see the module docstring)."""
+class OwnedSource(KafkaSource):
+    """All partitions of ``topics``, offsets committed to ``group_id`` (see the module docstring).
+
+    Batching, commits and lag are ``KafkaSource``'s; only the assignment and the commit metadata differ.
+    """
 
     def __init__(
         self,
@@ -46,6 +49,9 @@ class OwnedSource:
     ) -> None:
         self.topics = tuple(topics)
         self._clock = clock
+        self._commit_timeout_ms = int(config.flush_timeout_s * 1000)
+        self._slot = None
+        self.instance_id = None
         self._consumer = consumer_factory(
             group_id=group_id,
             client_id=f"{config.client_id}-{group_id}",
@@ -100,37 +106,8 @@ class OwnedSource:
         resume = self._resume.get(TopicPartition(message.topic, message.partition))
         return resume is not None and message.offset < resume
 
-    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500) -> list[RawMessage]:
-        """Up to ``max_batch`` messages, ``max_wait_ms`` after the first (as ``KafkaSource``)."""
-        batch: list[RawMessage] = []
-        deadline = self._clock() + idle_ms / 1000.0
-        while len(batch) < max_batch:
-            remaining_ms = max(0, int((deadline - self._clock()) * 1000))
-            polled = self._consumer.poll(timeout_ms=remaining_ms, max_records=max_batch - len(batch))
-            now = self._clock()
-            for records in polled.values():
-                for r in records:
-                    if not batch:
-                        deadline = now + max_wait_ms / 1000.0
-                    batch.append(RawMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, now))
-            if now >= deadline:
-                break
-        return batch
-
-    def commit(self, messages: Sequence[RawMessage]) -> bool:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for m in messages:
-            tp = TopicPartition(m.topic, m.partition)
-            if tp not in offsets or offsets[tp].offset <= m.offset:
-                offsets[tp] = OffsetAndMetadata(m.offset + 1, str(m.timestamp_ms), -1)
-        if not offsets:
-            return True
-        try:
-            self._consumer.commit(offsets=offsets)
-        except KafkaError as err:
-            log.warning("offset commit failed; those messages will be re-read after a restart: %s", err)
-            return False
-        return True
+    def _commit_metadata(self, last: RawMessage) -> str:
+        return str(last.timestamp_ms)  # where a restart rewinds from (module docstring)
 
     def at_end(self, topic: str) -> set[int]:
         """The partitions of ``topic`` read to their log end as the broker has it now (one request)."""
@@ -143,18 +120,3 @@ class OwnedSource:
 
     def partitions(self, topic: str) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == topic)
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        out = {}
-        for tp in self._consumer.assignment():
-            try:
-                high = self._consumer.highwater(tp)
-                position = self._consumer.position(tp, timeout_ms=1000)
-            except KafkaError:
-                continue
-            if high is not None and position is not None:
-                out[(tp.topic, tp.partition)] = max(0, high - position)
-        return out
-
-    def close(self) -> None:
-        self._consumer.close(autocommit=False)
