@@ -43,7 +43,7 @@ from monitor.records import Alert
 from monitor.trends import RollingCounts, SentimentTrends
 from monitor.watermark import Watermark
 
-__all__ = ["SurgeDetector", "SurgeStats", "SurgeTracker"]
+__all__ = ["SurgeDetector", "SurgeStats", "SurgeTracker", "describe"]
 
 
 @dataclass(frozen=True)
@@ -236,3 +236,24 @@ class SurgeTracker:
         if self.trends is None or self.clock.now == float("-inf"):
             return {}
         return self.trends.snapshot(self.clock.now)
+
+
+def describe(alert: Alert) -> str:
+    """One log line for a state change, in event time (the daemon's log times are wall-clock times).
+
+    >>> a = Alert("id", "cleared", "topic", "Energy | Oil", 0.1, 0.2, 3, 900.0, "2026-03-03T23:44:04+00:00", "v1",
+    ...           raised_at="2026-03-03T22:27:25+00:00", raise_threshold=0.4, clear_threshold=0.26,
+    ...           cleared_by="volume")
+    >>> for part in describe(a).split("; "):
+    ...     print(part)
+    surge alert cleared: topic=Energy | Oil at 2026-03-03T23:44:04+00:00 (event time), 77 min after it was raised
+    by volume: n=3 (share 0.10, clear threshold 0.26)
+    """
+    head = f"surge alert {alert.state}: {alert.scope}={alert.key} at {alert.at} (event time)"
+    if alert.state == "raised":
+        return (f"{head}; share {alert.negative_share:.2f} >= raise threshold {alert.raise_threshold:.2f} "
+                f"(baseline {alert.baseline_share:.2f}), n={alert.window_count}")
+    minutes = (datetime.fromisoformat(alert.at) - datetime.fromisoformat(alert.raised_at)).total_seconds() / 60
+    return (f"{head}, {minutes:.0f} min after it was raised; by {alert.cleared_by}: n={alert.window_count} "
+            f"(share {alert.negative_share:.2f}, clear threshold {alert.clear_threshold:.2f})")
+

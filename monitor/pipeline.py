@@ -8,17 +8,20 @@ effect between batches and every result names the version that produced it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.alerts import SurgeDetector, SurgeTracker
+from monitor.alerts import SurgeDetector, SurgeTracker, describe
 from monitor.records import Alert, NewsItem, Prediction
 from monitor.trends import SentimentTrends
 
 __all__ = ["BatchOutcome", "ModelSlot", "Pipeline", "Scorer"]
+
+log = logging.getLogger(__name__)
 
 
 class ScoredLike(Protocol):
@@ -101,30 +104,34 @@ class Pipeline:
         started = self._clock()
         scored = scorer.predict([item.text for item in items]) if items else []
         done = self._clock()
-        predictions = []
+        predictions = [
+            Prediction(
+                id=item.id,
+                source=item.source,
+                kind=item.kind,
+                published_at=item.published_at.isoformat(),
+                tickers=item.tickers,
+                topic=s.topic,
+                topic_probs={k: round(v, 5) for k, v in s.topic_probs.items()},
+                sentiment=s.sentiment,
+                sentiment_probs={k: round(v, 5) for k, v in s.sentiment_probs.items()},
+                confidence=round(s.confidence, 5),
+                model_version=scorer.version,
+                latency_ms=round((done - got) * 1000.0, 3),
+                text=item.text,
+            )
+            for item, s, got in zip(items, scored, received_at, strict=True)
+        ]
+        # The windows change only once every prediction is built: a batch that raises above (and is
+        # split by the daemon to isolate the item that makes it raise) has not been counted.
         alerts: list[Alert] = []
-        for item, s, got in zip(items, scored, received_at, strict=True):
+        for item, p in zip(items, predictions, strict=True):
             # Checked after every item, so alerts do not depend on where batches were cut
             # (live batching, a replay's backlog batching and --via-kafka all agree).
             if self.tracker is not None:
-                alerts.extend(self.tracker.add(item.published_at.timestamp(), s.topic, item.tickers, s.sentiment,
+                alerts.extend(self.tracker.add(item.published_at.timestamp(), p.topic, item.tickers, p.sentiment,
                                                item.id, scorer.version))
-            predictions.append(
-                Prediction(
-                    id=item.id,
-                    source=item.source,
-                    kind=item.kind,
-                    published_at=item.published_at.isoformat(),
-                    tickers=item.tickers,
-                    topic=s.topic,
-                    topic_probs={k: round(v, 5) for k, v in s.topic_probs.items()},
-                    sentiment=s.sentiment,
-                    sentiment_probs={k: round(v, 5) for k, v in s.sentiment_probs.items()},
-                    confidence=round(s.confidence, 5),
-                    model_version=scorer.version,
-                    latency_ms=round((done - got) * 1000.0, 3),
-                    text=item.text,
-                )
-            )
+        for a in alerts:
+            log.info(describe(a))
         index = self.tracker.snapshot() if self.tracker is not None else {}
         return BatchOutcome(predictions, alerts, scorer.version, done - started, index)

@@ -123,6 +123,9 @@ def replay(args: argparse.Namespace) -> int:
           f"sentiment {acc['sentiment']['accuracy']}; report: {args.out / 'report.html'}")
     scores = summary["alert_quality"]["scores"]
     truth = summary["alert_quality"]["truth"]
+    if not truth["coverage"]:
+        print("alert quality: the feed has no sentiment labels, so there is no ground truth to compare with")
+        return 0
     print(f"alert quality against the labelled surges ({truth['raised']} true surges; same definition on the "
           f"labels, {truth['coverage']} of items labelled, min_count {truth['min_count']}):")
     print(quality.format_rows([{"scope": scope, **figures} for scope, figures in scores.items()]))

@@ -190,6 +190,14 @@ def _title(data: ReportData, scope: str, key: str) -> str:
             "(green strip) - negative share with its baseline and raise/clear thresholds")
 
 
+def _time_range(data: ReportData) -> tuple[float, float]:
+    """First and last ``published_at`` of the feed (Unix seconds)."""
+    p = data.predictions
+    if p.empty:
+        return float("-inf"), float("inf")
+    return float(p["published_at"].min().timestamp()), float(p["published_at"].max().timestamp())
+
+
 def alert_figures(data: ReportData) -> list[go.Figure]:
     """One figure per alerted key (model alert or true surge)."""
     keys = list(dict.fromkeys((s.scope, s.key) for s in [*data.model_spans, *data.truth_spans]))
@@ -198,8 +206,9 @@ def alert_figures(data: ReportData) -> list[go.Figure]:
         fig = _key_figure(data, _key_traces(data, scope, key, legend=True), _title(data, scope, key))
         fig.update_layout(shapes=[*fig.layout.shapes, *_span_shapes(data, scope, key)])
         mine = [s for s in [*data.model_spans, *data.truth_spans] if (s.scope, s.key) == (scope, key)]
-        fig.update_xaxes(range=[_iso(min(s.start for s in mine) - ZOOM_PAD_S),
-                                _iso(max(s.end for s in mine) + ZOOM_PAD_S)])
+        first, last = _time_range(data)
+        fig.update_xaxes(range=[_iso(max(first, min(s.start for s in mine) - ZOOM_PAD_S)),
+                                _iso(min(last, max(s.end for s in mine) + ZOOM_PAD_S))])
         figures.append(fig)
     return figures
 

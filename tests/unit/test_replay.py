@@ -260,7 +260,20 @@ def test_cli_replay_writes_outputs_and_rejects_bad_feeds(keyword_model: Path, tm
     out = tmp_path / "out"
     assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--format", "csv",
                  "--no-progress", "--no-learn"]) == 0
-    assert "replayed 60 items and 20 labels (direct)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "replayed 60 items and 20 labels (direct)" in printed
+    assert "alert quality against the labelled surges" in printed and " precision " in printed
+    assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--no-progress",
+                 "--no-learn", "--batching", "backlog", "--sweep", "ratio=2,50", "min_count=5"]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep over ratio, min_count (2 settings;" in printed
+    rows = pd.read_csv(out / "sweep.csv")
+    assert list(rows["ratio"]) == [2.0] * 3 + [50.0] * 3 and set(rows["min_count"]) == {5}
+    assert rows[rows["ratio"] == 50.0]["alerts"].sum() == 0  # no share reaches 50 x its baseline
+    assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--sweep", "ratio"]) == 2
+    assert "expected KEY=V1,V2" in capsys.readouterr().err
+    assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--sweep", "ratio=0.5"]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
     assert {p.name for p in out.iterdir()} >= {"predictions.csv", "trends.csv", "prequential.csv", "alerts.jsonl",
                                                "events.jsonl", "summary.json", "report.html"}
     bad = write_jsonl([{"id": "x", "text": "fed holds rates", "published_at": "2026-03-02T09:00:00Z"}],

@@ -159,6 +159,8 @@ def test_precision_recall_and_delay_of_spans() -> None:
     assert scores["ticker"]["median_delay_s"] == -40.0
     assert scores["all"]["precision"] == round(2 / 3, 4) and scores["all"]["recall"] == round(2 / 3, 4)
     assert quality.score([], [])["all"]["precision"] is None
+    assert quality.score(model, [], labelled=False)["topic"]["precision"] is None  # no labels: no truth
+    assert quality.score(model, [])["topic"]["precision"] == 0.0  # labels, and they show no surge
 
 
 # --- the report ---------------------------------------------------------------------------------------------
