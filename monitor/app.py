@@ -2,7 +2,8 @@
 
 Order of one micro-batch (at-least-once; this is the one place it is written down):
 
-1. poll a batch of raw messages (up to ``batch.max_batch`` or ``batch.max_wait_ms``);
+1. poll a batch of raw messages (up to ``batch.max_batch`` or ``batch.max_wait_ms``, or at once when the
+   consumer has caught up with ``batch.adaptive``);
 2. decode; a bad message is sent to the dead-letter topic with its reason;
 3. classify the good ones (``Pipeline.process``) and send one result each, plus any alerts
    (a result larger than the producer's ``max_request_size`` dead-letters its input ``oversize``);
@@ -119,7 +120,7 @@ def _broken(path: str | Path, directory: Path, err: Exception) -> ModelNotFound:
 class Source(Protocol):
     """Where batches come from: ``KafkaSource`` (the daemon), ``MemorySource`` (replays, tests)."""
 
-    def next_batch(self, max_batch: int, max_wait_ms: int) -> list[RawMessage]: ...
+    def next_batch(self, max_batch: int, max_wait_ms: int, *, adaptive: bool = ...) -> list[RawMessage]: ...
 
     def commit(self, messages: Sequence[RawMessage]) -> bool: ...
 
@@ -205,6 +206,7 @@ class Monitor:
         self._topics: tuple[str, ...] = tuple(scorer.model.topics)
         self._sentiments: tuple[str, ...] = tuple(scorer.model.sentiments)
         self.slot = ModelSlot(scorer)
+        self._set_backend_metrics()
         # An injected scorer (tests, replays) is never swapped; a configured registry is watched,
         # or, for a serving replica, the versions topic.
         self.watcher: RegistryWatcher | AnnouncedVersions = (
@@ -256,7 +258,8 @@ class Monitor:
                  cfg.kafka.output_topic, self.slot.current.version)
         try:
             while not self._stop.is_set():
-                messages = self.source.next_batch(cfg.batch.max_batch, cfg.batch.max_wait_ms)
+                messages = self.source.next_batch(cfg.batch.max_batch, cfg.batch.max_wait_ms,
+                                                  adaptive=cfg.batch.adaptive)
                 if messages:
                     self.handle(messages)
                 self.swap_if_changed()
@@ -391,6 +394,10 @@ class Monitor:
             infer = sum(stats.batch_seconds)
             m.stage_latency.labels(stage="tokenize").observe(max(0.0, stats.seconds - infer))
             m.stage_latency.labels(stage="infer").observe(infer)
+            m.token_slots.labels(kind="real").inc(stats.tokens)
+            m.token_slots.labels(kind="padding").inc(stats.padded_tokens - stats.tokens)
+            m.padding_share.set(stats.padding_share)
+            m.truncated.inc(stats.truncated)
         elif outcome.predictions:
             m.stage_latency.labels(stage="infer").observe(outcome.infer_seconds)
         m.stage_latency.labels(stage="publish").observe(t3 - t1 - outcome.infer_seconds)
@@ -429,6 +436,11 @@ class Monitor:
         self.metrics.model_info.info({"version": version, "parent": parent or ""})
         self.metrics.model_created.set(created)
 
+    def _set_backend_metrics(self) -> None:
+        describe = getattr(self.slot.current, "describe", None)  # a Predictor; injected scorers may lack it
+        if callable(describe):
+            self.metrics.inference_backend.info(describe())
+
     def swap_if_changed(self) -> None:
         """Between batches: load and swap in a new serving version (a broken one is retried, never served)."""
         directory = self.watcher.changed()
@@ -446,6 +458,7 @@ class Monitor:
         old = self.slot.swap(predictor)
         self.metrics.model_swaps.inc()
         self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)
+        self._set_backend_metrics()
         log.info("hot-swapped model %s -> %s", old.version, predictor.version)
 
     def _maybe_report(self) -> None:

@@ -22,11 +22,12 @@ and out-of-range values are rejected at start with a message naming the key. Sec
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BeforeValidator, ConfigDict, SecretStr, TypeAdapter, ValidationError
@@ -71,7 +72,18 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def _json_object(value: Any) -> Any:
+    """A mapping from the environment is a JSON object: ``MONITOR__LEARNING__SETTINGS='{"detector": "KSWIN"}'``."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("expected a mapping (a JSON object from the environment)") from None
+    return value
+
+
 StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+JsonMapping = Annotated[Mapping[str, Any], NoDecode, BeforeValidator(_json_object)]
 IntList = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
@@ -176,6 +188,8 @@ class BatchConfig:
     """Classify at most this many messages at once."""
     max_wait_ms: int = 200
     """... or whatever arrived within this time, whichever comes first."""
+    adaptive: bool = True
+    """Return a batch as soon as the consumer has caught up, without waiting the rest of max_wait_ms."""
     max_text_chars: int = 20_000
     """Longer texts are dead-lettered with reason 'oversize'."""
     max_future_skew_s: float = 3600.0
@@ -199,14 +213,37 @@ class ModelConfig:
     max_length: int = 128
     """Token truncation length."""
     inference_batch_size: int = 32
-    """Micro-batch size of the predictor (texts are sorted by length first)."""
-    threads: int = 0
-    """torch CPU threads; 0 leaves torch's default."""
+    """Most texts per inference batch (texts are sorted by length first; on CUDA at least 256)."""
+    backend: str = "auto"
+    """auto (ONNX Runtime on CPU when its checked export is accepted, else torch), torch or onnx."""
+    threads: int | Literal["auto"] = "auto"
+    """Intra-op CPU threads of the backend; auto: the fastest in a probe at start; 0: the library default."""
+    max_batch_tokens: int | Literal["auto"] = "auto"
+    """Padded tokens per inference batch; auto: the budget measured best for the backend (256 on CPU)."""
+    fp16: bool = True
+    """On CUDA, run inference under fp16 autocast."""
+    int8: bool = False
+    """Serve the int8 ONNX model when the accuracy guard accepts it (max_accuracy_loss per head)."""
+    max_accuracy_loss: float = 0.005
+    """int8 guard: largest accuracy loss per head against fp32 on the replay holdout and on recent labels."""
+    int8_min_examples: int = 200
+    """int8 guard: labelled examples each set needs per head, else fp32 serves."""
+    int8_labels_dir: str = ""
+    """int8 guard: the learner state dir with buffer.jsonl and window.jsonl (empty: <registry>/learner)."""
 
     def __post_init__(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda"), "model.device", f"unknown device {self.device!r}")
         _check(8 <= self.max_length <= 512, "model.max_length", "must be in 8..512")
         _check(self.inference_batch_size >= 1, "model.inference_batch_size", "must be >= 1")
+        _check(self.backend in ("auto", "torch", "onnx"), "model.backend",
+               f"must be auto, torch or onnx, got {self.backend!r}")
+        _check(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 0), "model.threads",
+               f"must be auto or an integer >= 0, got {self.threads!r}")
+        tokens = self.max_batch_tokens
+        _check(tokens == "auto" or (isinstance(tokens, int) and tokens >= 8), "model.max_batch_tokens",
+               f"must be auto or an integer >= 8, got {self.max_batch_tokens!r}")
+        _check(0.0 <= self.max_accuracy_loss < 1.0, "model.max_accuracy_loss", "must be in [0, 1)")
+        _check(self.int8_min_examples >= 1, "model.int8_min_examples", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -281,7 +318,7 @@ class LearningConfig:
 
     enabled: bool = False
     """Continual learning on labels from the stream (see README, 'Continual learning')."""
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: JsonMapping = field(default_factory=dict)
     """Learner settings (drift detector, replay buffer, training policy, gate)."""
     label_store_path: str = ""
     """SQLite file (WAL) of the predictions awaiting their labels; empty = label-joins.sqlite in the learner state."""
@@ -428,7 +465,7 @@ def _describe(err: ValidationError) -> str:
                "bool_type": "expected true or false", "string_type": "expected a string",
                "dict_type": "expected a mapping", "tuple_type": "expected a list",
                "mapping_type": "expected a mapping", "dataclass_type": "expected a mapping"}.get(
-        first["type"], first["msg"])
+        first["type"], str(first["msg"]).removeprefix("Value error, "))
     if any(secret in key for secret in _SECRET_KEYS):
         return f"{key}: {message}"
     return f"{key}: {message}, got {first.get('input')!r}"

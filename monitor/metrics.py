@@ -101,6 +101,14 @@ class Metrics:
                                    "Unix time at which the serving model was trained.",
                                    namespace=NS, registry=r)
         self.model_swaps = Counter("model_swaps", "Hot swaps of the serving model.", namespace=NS, registry=r)
+        self.inference_backend = Info("inference_backend", "Backend, threads and batch budget of the serving model.",
+                                      namespace=NS, registry=r)
+        self.token_slots = Counter("inference_token_slots", "Token slots computed by inference, real or padding.",
+                                   ["kind"], namespace=NS, registry=r)  # real | padding
+        self.padding_share = Gauge("inference_padding_share", "Share of padding in the last batch's token slots.",
+                                   namespace=NS, registry=r)
+        self.truncated = Counter("truncated_texts", "Texts longer than the model's max_length tokens (cut).",
+                                 namespace=NS, registry=r)
         self.model_load_failures = Counter("model_load_failures", "New model versions that failed to load "
                                            "(retried with backoff).", namespace=NS, registry=r)
         # --- learning loop ------------------------------------------------------------------------
@@ -133,6 +141,8 @@ class Metrics:
             self.training_runs.labels(outcome=outcome)
         for outcome in LABEL_OUTCOMES:
             self.labels_joined.labels(outcome=outcome)
+        for kind in ("real", "padding"):
+            self.token_slots.labels(kind=kind)
         for operation in ("flush", "commit"):
             self.broker_retries.labels(operation=operation)
 

@@ -275,7 +275,9 @@ def run(args: argparse.Namespace) -> int:
         max_length=cfg.max_length,
     )
     save_checkpoint(model, tokenizer, meta, args.out, overwrite=args.overwrite)
-    seed = write_seed(args.out, examples + pool, args.replay_per_class, seed=cfg.seed, source="monitor train")
+    # The seed samples what the model knows: its training data, and with --from the old domain's seed too.
+    seed = write_seed(args.out, (examples + pool) if parent else train, args.replay_per_class, seed=cfg.seed,
+                      source="monitor train", data_fingerprint=meta.data_fingerprint)
     if report is not None:
         print(format_report(report))
     print(f"wrote {meta.version} to {args.out} ({result.epochs_run} epochs, {result.seconds:.0f} s, "

@@ -220,7 +220,8 @@ def retrain(
             train_config=cfg.to_dict(), dropout=loaded.meta.dropout, max_length=max_length,
         )
         save_checkpoint(model, tokenizer, meta, registry.path(version))
-        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}")
+        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}",
+                   data_fingerprint=meta.data_fingerprint)
         passed = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)

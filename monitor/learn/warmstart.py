@@ -71,11 +71,14 @@ def balanced_sample(examples: Sequence[Example], per_class: int, seed: int = 0) 
 
 
 def write_seed(directory: Path | str, examples: Sequence[Example], per_class: int = DEFAULT_PER_CLASS,
-               seed: int = 0, source: str = "training data") -> Path:
-    """Write the seed of a model trained on ``examples`` into its checkpoint ``directory``."""
+               seed: int = 0, source: str = "training data", data_fingerprint: str = "") -> Path:
+    """Write the seed of a model trained on ``examples`` into its checkpoint ``directory``.
+
+    ``data_fingerprint``: the checkpoint's ``meta.data_fingerprint`` (default: that of ``examples``).
+    """
     picked = balanced_sample(examples, per_class, seed)
     path = Path(directory) / SEED_FILE
-    header = {"kind": "replay-seed", "fingerprint": fingerprint(examples), "per_class": per_class,
+    header = {"kind": "replay-seed", "fingerprint": data_fingerprint or fingerprint(examples), "per_class": per_class,
               "examples": len(picked), "of": len(examples), "from": source}
     save_examples(path, picked, header)
     return path

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from monitor.config import ModelConfig
 from monitor.model.batching import collate, encode
 from monitor.model.checkpoint import LoadedModel
 from monitor.model.onnx_export import ONNX_FILE, ensure_export, probe_texts
@@ -53,7 +54,7 @@ class ServingChoice:
     reason: str
 
 
-def build_predictor(directory: Path, loaded: LoadedModel, config: Any, device: torch.device,
+def build_predictor(directory: Path, loaded: LoadedModel, config: ModelConfig, device: torch.device,
                     max_length: int) -> tuple[Predictor, ServingChoice]:
     """A ready Predictor for ``loaded`` per the model settings ``config`` (see the module docstring)."""
     from monitor.model.onnx_backend import OnnxError
@@ -69,8 +70,8 @@ def build_predictor(directory: Path, loaded: LoadedModel, config: Any, device: t
             name, reason = "torch", f"ONNX refused ({exc}); torch serves"
     if name == "torch" and device.type == "cpu" and threads > 0:
         torch.set_num_threads(threads)
-    budget = getattr(config, "max_batch_tokens", "auto")
-    max_tokens = TOKEN_BUDGETS[name] if budget in ("auto", None, 0) else int(budget)
+    budget = config.max_batch_tokens
+    max_tokens = TOKEN_BUDGETS[name] if budget == "auto" else int(budget)
     batch_size = int(config.inference_batch_size)
     if device.type == "cuda":
         batch_size = max(batch_size, CUDA_MIN_BATCH)
@@ -82,16 +83,16 @@ def build_predictor(directory: Path, loaded: LoadedModel, config: Any, device: t
     return predictor, choice
 
 
-def _choose(directory: Path, loaded: LoadedModel, config: Any, device: torch.device,
+def _choose(directory: Path, loaded: LoadedModel, config: ModelConfig, device: torch.device,
             max_length: int) -> tuple[str, str]:
     """The backend name (torch, torch-fp16, onnx, onnx-int8) and why."""
-    wanted = getattr(config, "backend", "auto")
+    wanted = config.backend
     if wanted not in BACKENDS:
         raise ValueError(f"model.backend must be one of {', '.join(BACKENDS)}, got {wanted!r}")
     if device.type == "cuda":
         if wanted == "onnx":
             log.warning("model.backend onnx: ONNX serves on CPU only in this build; torch serves on %s", device)
-        fp16 = bool(getattr(config, "fp16", True))
+        fp16 = bool(config.fp16)
         return ("torch-fp16" if fp16 else "torch"), f"CUDA device{' (fp16)' if fp16 else ''}"
     if wanted == "torch":
         return "torch", "model.backend torch"
@@ -99,12 +100,12 @@ def _choose(directory: Path, loaded: LoadedModel, config: Any, device: torch.dev
     if not record.accepted:
         log.warning("ONNX export of %s not used, torch serves: %s", directory, record.reason)
         return "torch", f"ONNX {record.reason}; torch serves"
-    if not getattr(config, "int8", False):
+    if not config.int8:
         return "onnx", "ONNX export accepted"
     return _int8_or_fp32(directory, loaded, config, max_length)
 
 
-def _int8_or_fp32(directory: Path, loaded: LoadedModel, config: Any, max_length: int) -> tuple[str, str]:
+def _int8_or_fp32(directory: Path, loaded: LoadedModel, config: ModelConfig, max_length: int) -> tuple[str, str]:
     from monitor.model.onnx_backend import OnnxBackend
     from monitor.model.onnx_export import read_record
     from monitor.model.onnx_int8 import guard, labelled_sets, quantize
@@ -122,9 +123,9 @@ def _int8_or_fp32(directory: Path, loaded: LoadedModel, config: Any, max_length:
     except Exception as exc:  # fp32 keeps serving
         log.exception("int8 model of %s unavailable; fp32 ONNX serves", directory)
         return "onnx", f"int8 unavailable ({type(exc).__name__}: {exc}); fp32 ONNX serves"
-    labels_dir = getattr(config, "int8_labels_dir", "") or _default_labels_dir(directory)
-    verdict = guard(fp32, int8, labelled_sets(labels_dir), float(getattr(config, "max_accuracy_loss", 0.005)),
-                    int(getattr(config, "int8_min_examples", 200)))
+    labels_dir = config.int8_labels_dir or _default_labels_dir(directory)
+    verdict = guard(fp32, int8, labelled_sets(labels_dir), float(config.max_accuracy_loss),
+                    int(config.int8_min_examples))
     (log.info if verdict.use else log.warning)("%s: %s", directory, verdict.reason)
     return ("onnx-int8" if verdict.use else "onnx"), verdict.reason
 
@@ -147,10 +148,10 @@ def _open_onnx(directory: Path, name: str, threads: int) -> Backend:
     return OnnxBackend.from_file(directory / ONNX_FILE, record.sha256, threads, name)
 
 
-def _threads(config: Any, name: str, device: torch.device, directory: Path, loaded: LoadedModel,
+def _threads(config: ModelConfig, name: str, device: torch.device, directory: Path, loaded: LoadedModel,
              max_length: int) -> int:
     """The configured count; for ``auto`` the probed one (cached per backend kind); 0 = library default."""
-    wanted = getattr(config, "threads", 0)
+    wanted = config.threads
     if wanted != "auto":
         return int(wanted)
     if device.type != "cpu":

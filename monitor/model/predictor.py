@@ -141,6 +141,14 @@ class Predictor:
     def last_stats(self) -> PredictStats:
         return self._last_stats
 
+    def describe(self) -> dict[str, str]:
+        """Backend, intra-op threads (0 = library default) and batch bounds: the backend info metric."""
+        threads = getattr(self.backend, "threads", None)
+        if threads is None:
+            threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        return {"backend": self.backend.name, "threads": str(threads), "max_tokens": str(self.max_tokens),
+                "batch_size": str(self.batch_size), "max_length": str(self.max_length)}
+
     def logits(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw ``(topic, sentiment)`` logits on CPU, one row per text in input order."""
         with self._lock:

@@ -43,7 +43,8 @@ class MemorySource:
     def __init__(self) -> None:
         self.committed: dict[tuple[str, int], int] = {}
 
-    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500) -> list[RawMessage]:
+    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500, *, adaptive: bool = False
+                   ) -> list[RawMessage]:
         return []
 
     def commit(self, messages: Sequence[RawMessage]) -> bool:

@@ -105,11 +105,14 @@ class KafkaSource:
             **config.client_options(),
         )
 
-    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500) -> list[RawMessage]:
+    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500,
+                   adaptive: bool = False) -> list[RawMessage]:
         """Up to ``max_batch`` messages, returning ``max_wait_ms`` after the first one arrived.
 
-        With nothing to read it returns an empty list after ``idle_ms``, so the caller's loop
-        stays responsive (shutdown, model swaps, summaries).
+        ``adaptive``: return as soon as the consumer has caught up (its position is at the high
+        watermark of every assigned partition, as of the last fetch), instead of waiting the rest of
+        ``max_wait_ms`` for messages that are not there. With nothing to read it returns an empty
+        list after ``idle_ms``, so the caller's loop stays responsive (shutdown, model swaps, summaries).
         """
         batch: list[RawMessage] = []
         deadline = self._clock() + idle_ms / 1000.0
@@ -122,9 +125,20 @@ class KafkaSource:
                     if not batch:
                         deadline = now + max_wait_ms / 1000.0
                     batch.append(RawMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, now))
-            if now >= deadline:
+            if now >= deadline or (adaptive and batch and self._caught_up()):
                 break
         return batch
+
+    def _caught_up(self) -> bool:
+        """Whether no assigned partition has messages beyond this consumer's position (from the last fetch)."""
+        try:
+            for tp in self._consumer.assignment():
+                high = self._consumer.highwater(tp)
+                if high is None or self._consumer.position(tp, timeout_ms=100) < high:
+                    return False
+        except KafkaError:
+            return False
+        return True
 
     def commit(self, messages: Sequence[RawMessage]) -> bool:
         """Commit the offsets after ``messages``; False if a rebalance took the partitions away.

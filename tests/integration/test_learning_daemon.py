@@ -64,9 +64,12 @@ def test_drift_in_the_stream_retrains_promotes_and_swaps(
         "MONITOR__KAFKA__CREATE_TOPICS": "false", "MONITOR__BATCH__MAX_WAIT_MS": "100",
         "MONITOR__MODEL__PATH": str(regime_a_registry), "MONITOR__MODEL__DEVICE": "cpu",
         "MONITOR__METRICS__PORT": "0", "MONITOR__LEARNING__ENABLED": "true",
-        "MONITOR__LEARNING__SETTINGS": json.dumps({**SETTINGS, "state_dir": str(tmp_path / "learner")}),
     }
-    config = load_config(None, env=env)
+    # The learner settings (a mapping) come from a config file: environment values stay strings.
+    config_file = tmp_path / "monitor.yaml"
+    config_file.write_text(json.dumps({"learning": {"settings": {**SETTINGS, "state_dir": str(tmp_path / "learner")}}}),
+                           encoding="utf-8")
+    config = load_config(config_file, env=env)
     metrics = Metrics(CollectorRegistry())
     monitor = Monitor(config, metrics=metrics, learner=build_learner(config, metrics))
     thread = threading.Thread(target=monitor.run, daemon=True)

@@ -20,17 +20,24 @@ from pathlib import Path
 import pytest
 import yaml
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 from kafka_io import consume, item, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: The issue's bound on a replacement's first commit, plus headroom for this shared 2-core machine's
-#: interpreter and torch start-up (the README gives the measured figure).
-RECOVERY_LIMIT_S = 20.0
+#: From "monitor running" (model loaded, clients built) to the first commit: the part static
+#: membership removes the 45 s session timeout from. Without it this takes 45 s or more.
+JOIN_LIMIT_S = 5.0
+#: From the process start (interpreter, torch, model): the issue's 10 s, plus headroom for this
+#: shared 2-core machine, where importing torch and transformers alone took up to 20 s under load.
+RECOVERY_LIMIT_S = 25.0
 
 
 def committed(admin: KafkaAdminClient, group: str) -> int:
-    offsets = admin.list_consumer_group_offsets(group)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    except KafkaError:  # no coordinator for a group that has not committed yet
+        return 0
     return sum(meta.offset for meta in offsets.values() if meta.offset >= 0)
 
 
@@ -56,14 +63,20 @@ def test_three_sigkills_lose_nothing_and_each_restart_commits_quickly(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     recoveries: list[float] = []
+    joins: list[float] = []
+    proc: subprocess.Popen[bytes] | None = None
     try:
         for kill in range(4):  # three killed instances, then the one that finishes
             before = committed(admin, group)
             started = time.monotonic()
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            first_commit = None
+            log = tmp_path / f"daemon-{kill}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            first_commit = running = None
             deadline = started + 90
             while time.monotonic() < deadline and proc.poll() is None:
+                if running is None and "monitor running" in log.read_text(errors="replace"):
+                    running = time.monotonic() - started
                 now_committed = committed(admin, group)
                 if first_commit is None and now_committed > before:
                     first_commit = time.monotonic() - started
@@ -76,6 +89,7 @@ def test_three_sigkills_lose_nothing_and_each_restart_commits_quickly(
             assert first_commit is not None, f"instance {kill} committed nothing in 90 s"
             if before > 0:
                 recoveries.append(first_commit)
+                joins.append(first_commit - (running if running is not None else 0.0))
             if kill < 3:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
@@ -86,11 +100,15 @@ def test_three_sigkills_lose_nothing_and_each_restart_commits_quickly(
         assert proc.wait(timeout=60) == 0
     finally:
         admin.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
     ids = {json.loads(r.value)["id"] for r in consume(kafka_broker.bootstrap, topics["out"], n * 3, 20)}
     lost = {item(i)["id"] for i in range(n)} - ids
-    print(f"SIGKILL x3: lost={len(lost)}, first commit after restart: {[round(r, 1) for r in recoveries]} s")
+    print(f"SIGKILL x3: lost={len(lost)}, first commit after restart: {[round(r, 1) for r in recoveries]} s "
+          f"from the process start, {[round(j, 1) for j in joins]} s from 'monitor running'")
     assert not lost, f"{len(lost)} ids lost"
     assert len(recoveries) == 3
+    assert max(joins) < JOIN_LIMIT_S, joins
     assert max(recoveries) < RECOVERY_LIMIT_S, recoveries
 
 

@@ -77,7 +77,8 @@ class RecordingSource:
         self.committed: dict[tuple[str, int], int] = {}
         self.before_commit: Any = None
 
-    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500) -> list[RawMessage]:
+    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = 500,
+                   adaptive: bool = False) -> list[RawMessage]:
         batch, self._queue = self._queue[:max_batch], self._queue[max_batch:]
         return batch
 

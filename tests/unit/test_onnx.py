@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from transformers import AutoTokenizer
 
 import monitor.model.onnx_export as onnx_export
-from monitor.config import ModelConfig
+from monitor.config import ConfigError, ModelConfig
 from monitor.model import CheckpointMeta, MultiTaskClassifier, Predictor, load_checkpoint, save_checkpoint
 from monitor.model.onnx_backend import OnnxBackend, OnnxError
 from monitor.model.onnx_export import ONNX_FILE, RECORD_FILE, ensure_export, file_sha256, probe_texts, read_record
@@ -29,12 +30,8 @@ TEXTS = [
 ]
 
 
-def _settings(**overrides: Any) -> Any:
-    """ModelConfig fields plus the serving keys (backend, threads, ...), as load_predictor reads them."""
-    base = {name: getattr(ModelConfig(), name) for name in ModelConfig.__dataclass_fields__}
-    base.update({"device": "cpu", "threads": 1, "backend": "auto", "max_length": 32})
-    base.update(overrides)
-    return SimpleNamespace(**base)
+def _settings(**overrides: Any) -> ModelConfig:
+    return replace(ModelConfig(device="cpu", threads=1, backend="auto", max_length=32), **overrides)
 
 
 def _checkpoint(tiny_backbone: Path, dest: Path, seed: int = 0) -> Path:
@@ -150,8 +147,8 @@ def test_failed_export_falls_back_to_torch(
 def test_backend_switch(exported: Path) -> None:
     assert load_predictor(exported, _settings(backend="auto"))[0].backend.name == "onnx"
     assert load_predictor(exported, _settings(backend="torch"))[0].backend.name == "torch"
-    with pytest.raises(ValueError, match=r"model\.backend"):
-        load_predictor(exported, _settings(backend="tensorrt"))
+    with pytest.raises(ConfigError, match=r"model\.backend: must be auto, torch or onnx"):
+        _settings(backend="tensorrt")
 
 
 def test_threads_auto_probes_once_per_backend(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:

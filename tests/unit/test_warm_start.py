@@ -59,7 +59,7 @@ def test_balanced_sample_takes_each_class_evenly_from_each_source() -> None:
 def test_train_writes_a_balanced_seed_with_the_data_fingerprint(trained: Path) -> None:
     header, seed = read_seed(trained)
     meta = load_checkpoint(trained).meta
-    assert header["fingerprint"] == meta.data_fingerprint or header["of"] == 600
+    assert header["fingerprint"] == meta.data_fingerprint and header["of"] == meta.metrics["train_examples"]
     assert header["per_class"] == 30 and header["kind"] == "replay-seed"
     topics = Counter(e.topic for e in seed)
     sentiments = Counter(e.sentiment for e in seed)
