@@ -16,16 +16,10 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-from typing import TYPE_CHECKING
 
 from monitor.commands import run as run_command
-from monitor.config import MonitorConfig
-from monitor.roles import Elected, Worker
 
-if TYPE_CHECKING:
-    from monitor.metrics import Metrics
-
-__all__ = ["ROLES", "add_parser", "build_role"]
+__all__ = ["ROLES", "add_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -42,48 +36,3 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                   epilog=run_command.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
         run_command.add_arguments(p)
         p.set_defaults(func=functools.partial(run_command.start, role))
-
-
-def rebuild_seconds(config: MonitorConfig) -> float:
-    """Kafka time the analytics owner re-reads at start to rebuild its windows and alert states."""
-    a = config.alerts
-    return a.window_seconds + a.baseline_seconds + a.hold_seconds + a.clear_seconds
-
-
-def build_role(role: str, config: MonitorConfig, metrics: Metrics) -> Worker:
-    """The worker of ``role`` wired to Kafka (``run()`` until ``stop()``)."""
-    from monitor.stream.sink import KafkaSink
-    from monitor.stream.versions import VersionAnnouncer, VersionFollower, ensure_versions_topic
-
-    kafka = config.kafka
-    if kafka.create_topics:
-        ensure_versions_topic(kafka)
-    if role == "serve":
-        from monitor.app import Monitor
-
-        return Monitor(config, metrics=metrics, learner=None, analytics=False, versions=VersionFollower(kafka))
-
-    from monitor.stream.lease import Lease
-    from monitor.stream.owned import OwnedSource
-
-    if role == "analytics":
-        from monitor.roles.analytics import AnalyticsOwner
-
-        def analytics(lease: Lease) -> Worker:
-            source = OwnedSource(kafka, [kafka.output_topic], f"{kafka.group_id}-analytics",
-                                 rewind_ms=int(rebuild_seconds(config) * 1000))
-            return AnalyticsOwner(config, metrics=metrics, source=source, sink=KafkaSink(kafka), lease=lease)
-
-        return Elected(Lease(kafka, "analytics"), analytics)
-    if role == "learn":
-        from monitor.learn.online import build_learner
-        from monitor.roles.learner import LearnerRole
-
-        def learner(lease: Lease) -> Worker:
-            source = OwnedSource(kafka, [kafka.output_topic, kafka.labels_topic], f"{kafka.group_id}-learner")
-            return LearnerRole(config, metrics=metrics, learner=build_learner(config, metrics), source=source,
-                               sink=KafkaSink(kafka), announcer=VersionAnnouncer(kafka),
-                               follower=VersionFollower(kafka), lease=lease)
-
-        return Elected(Lease(kafka, "learner"), learner)
-    raise ValueError(f"unknown role {role!r}")

@@ -114,8 +114,8 @@ def _start(role: str, config: MonitorConfig, stopping: list[int]) -> Worker | in
     """The worker, built; or the exit status when it cannot start (2: configuration, model) or is stopped (0)."""
     # Heavy imports (torch, kafka) only once the config is known to be valid.
     from monitor.app import Monitor, check_model
-    from monitor.commands.roles import build_role
     from monitor.metrics import Metrics, serve
+    from monitor.roles import build_role
     from monitor.serving import ModelNotFound
 
     try:
