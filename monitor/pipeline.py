@@ -81,22 +81,22 @@ class Pipeline:
     def __init__(
         self,
         slot: ModelSlot,
-        trends: SentimentTrends,
-        surge: SurgeDetector,
+        trends: SentimentTrends | None,
+        surge: SurgeDetector | None,
         watch_tickers: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``surge=None``: classification only (a serving replica; the analytics role owns the alerts)."""
         self.slot = slot
         self.trends = trends
         self.surge = surge
-        self.tracker = SurgeTracker(surge, watch_tickers, trends)
-        self.watch_tickers = self.tracker.watch_tickers
+        self.tracker = SurgeTracker(surge, watch_tickers, trends) if surge is not None else None
         self._clock = clock
 
     @property
     def watermark(self) -> float:
         """The event-time clock of the windows and alerts (Unix seconds; ``-inf`` before the first items)."""
-        return self.tracker.now
+        return self.tracker.now if self.tracker is not None else float("-inf")
 
     def process(self, items: Sequence[NewsItem], received_at: Sequence[float]) -> BatchOutcome:
         """Classify ``items`` (``received_at``: clock time each was polled) in one model version."""
@@ -128,8 +128,10 @@ class Pipeline:
         for item, p in zip(items, predictions, strict=True):
             # Checked after every item, so alerts do not depend on where batches were cut
             # (live batching, a replay's backlog batching and --via-kafka all agree).
-            alerts.extend(self.tracker.add(item.published_at.timestamp(), p.topic, item.tickers, p.sentiment,
-                                           item.id, scorer.version))
+            if self.tracker is not None:
+                alerts.extend(self.tracker.add(item.published_at.timestamp(), p.topic, item.tickers, p.sentiment,
+                                               item.id, scorer.version))
         for a in alerts:
             log.info(describe(a))
-        return BatchOutcome(predictions, alerts, scorer.version, done - started, self.tracker.snapshot())
+        index = self.tracker.snapshot() if self.tracker is not None else {}
+        return BatchOutcome(predictions, alerts, scorer.version, done - started, index)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -39,6 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rb = sub.add_parser("rollback", help="serve an earlier VERSION again (running daemons swap to it)")
     rb.add_argument("version")
     rb.set_defaults(func=rollback)
+    for sp in (pr, rb):
+        sp.add_argument("--announce", metavar="HOST:PORT",
+                        help="also announce it on kafka.versions_topic of this broker now (serving replicas "
+                             "follow that topic; a running `monitor learn` announces it too, within a batch)")
     hist = sub.add_parser("history", help="promotions, rejections (with reasons), failures, rollbacks")
     hist.set_defaults(func=history)
 
@@ -117,6 +122,18 @@ def _serve(args: argparse.Namespace, event: str) -> int:
         print(f"monitor model {event}: {err}", file=sys.stderr)
         return 2
     print(f"{args.version} is now serving in {args.registry}")
+    if args.announce:
+        from monitor.config import load_config
+        from monitor.stream.versions import VersionAnnouncer, announcement, ensure_versions_topic
+
+        kafka = load_config(None, env={**os.environ, "MONITOR__KAFKA__BOOTSTRAP_SERVERS": args.announce}).kafka
+        ensure_versions_topic(kafka)
+        announcer = VersionAnnouncer(kafka)
+        try:
+            announcer.announce(announcement(registry, args.version))
+        finally:
+            announcer.close()
+        print(f"{args.version} announced on {kafka.versions_topic} at {args.announce}")
     return 0
 
 

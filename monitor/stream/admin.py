@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -19,7 +19,7 @@ class BrokerUnavailable(RuntimeError):
 
 
 def ensure_topics(config: KafkaConfig, names: Iterable[str], partitions: int = 1,
-                  replication: int | None = None) -> list[str]:
+                  replication: int | None = None, topic_configs: Mapping[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
     ``replication`` None (the default) sends -1 in CreateTopics: the cluster applies its own
@@ -41,8 +41,8 @@ def ensure_topics(config: KafkaConfig, names: Iterable[str], partitions: int = 1
         if wanted:
             try:
                 with contextlib.suppress(TopicAlreadyExistsError):  # another instance created it first
-                    admin.create_topics([NewTopic(n, partitions, -1 if replication is None else replication)
-                                         for n in wanted])
+                    admin.create_topics([NewTopic(n, partitions, -1 if replication is None else replication,
+                                                  topic_configs=dict(topic_configs or {})) for n in wanted])
             except KafkaError as err:  # e.g. more replicas than brokers: a configuration problem
                 raise ConfigError(f"kafka.replication_factor / kafka.topic_partitions: creating "
                                   f"{', '.join(wanted)} failed: {err!r}") from err

@@ -150,7 +150,7 @@ class KafkaSource:
         for m in messages:
             tp = TopicPartition(m.topic, m.partition)
             if tp not in offsets or offsets[tp].offset <= m.offset:
-                offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
+                offsets[tp] = OffsetAndMetadata(m.offset + 1, self._commit_metadata(m), -1)
         if not offsets:
             return True
         try:
@@ -161,6 +161,10 @@ class KafkaSource:
         except KafkaError as err:  # coordinator unreachable, request timed out: retriable by the caller
             raise SourceError(f"offset commit failed: {err!r}") from err
         return True
+
+    def _commit_metadata(self, last: RawMessage) -> str:
+        """The metadata committed with a partition's offset (``last``: its newest committed message)."""
+        return ""
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the high watermark, per assigned partition (from the last fetch)."""

@@ -109,7 +109,8 @@ def test_compose_config_differs_only_in_how_monitor_targets_are_found() -> None:
     host, compose = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in CONFIGS)
     host_job, compose_job = host["scrape_configs"][0], compose["scrape_configs"][0]
     assert host_job.pop("static_configs") == [{"targets": ["localhost:9108"]}]
-    assert compose_job.pop("dns_sd_configs")[0]["names"] == ["monitor"]  # the compose service
+    # the all-in-one compose service and the scale-out roles
+    assert compose_job.pop("dns_sd_configs")[0]["names"] == ["monitor", "serve", "analytics", "learn"]
     assert host == compose
 
 
