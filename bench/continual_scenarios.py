@@ -10,7 +10,7 @@ b. **class-incremental topics**: the 20 Twitter topics in 4 phases of 5 (label-i
    per topic the same number of examples (capped by what the rarest topics have), so each phase
    is balanced over its five topics.
 c. **many small updates**: the news phase of (a), then the tweets in ``chunks`` small phases: the
-   same shift as (a), learned in five updates, to see whether forgetting builds up.
+   same shift as (a), learned in ``chunks`` (8) updates, to see whether forgetting builds up.
 
 All update phases of a scenario have the same stream size (the learner retrains every that many
 labels, see ``continual_runs``); a phase with more examples is cut to the smallest.
@@ -49,11 +49,11 @@ class Sizes:
     tweets_stream: int = 250
     """Scenario a, phase 2: tweets in the stream."""
     tweets_test: int = 200
-    topic_stream: int = 24
-    """Scenario b: stream examples per topic (5 topics a phase)."""
-    topic_test: int = 16
+    topic_stream: int = 100
+    """Scenario b: stream examples per topic (5 topics a phase; the two rarest topics have 44 and 69 in all)."""
+    topic_test: int = 40
     """Scenario b: test examples per topic (at most a third of a topic's examples)."""
-    chunks: int = 5
+    chunks: int = 8
     """Scenario c: tweet chunks after the news phase (updates in a row)."""
     chunk_stream: int = 50
     chunk_test: int = 30
@@ -62,7 +62,7 @@ class Sizes:
         """Every count times ``scale`` (at least 1), ``chunks`` unchanged.
 
         >>> Sizes().scaled(2).news_stream, Sizes().scaled(0.01).topic_test, Sizes().scaled(2).chunks
-        (500, 1, 5)
+        (500, 1, 8)
         """
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")

@@ -43,7 +43,7 @@ from monitor.records import Alert
 from monitor.trends import RollingCounts, SentimentTrends
 from monitor.watermark import Watermark
 
-__all__ = ["SurgeDetector", "SurgeStats", "SurgeTracker"]
+__all__ = ["SurgeDetector", "SurgeStats", "SurgeTracker", "describe"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ class SurgeDetector:
         self.config = config
         self.on_stats = on_stats
         self._keys: dict[tuple[str, str], _KeyState] = {}
+        self._sorted: list[tuple[tuple[str, str], _KeyState]] = []  # the keys in the order they are checked
+        self._dirty: set[tuple[str, str]] = set()  # keys with items added since the last check
 
     def update(self, scope: str, key: str, at: float, sentiment: str, item_id: str) -> None:
         state = self._keys.get((scope, key))
@@ -92,8 +94,10 @@ class SurgeDetector:
                 history=RollingCounts(self.config.window_seconds + self.config.baseline_seconds),
             )
             self._keys[(scope, key)] = state
+            self._sorted = sorted(self._keys.items())
         state.recent.add(at, sentiment, item_id)
         state.history.add(at, sentiment, item_id)
+        self._dirty.add((scope, key))
 
     @property
     def active(self) -> list[tuple[str, str]]:
@@ -118,9 +122,12 @@ class SurgeDetector:
         """Evaluate every key at event time ``now``; return raised and cleared alerts (module docstring)."""
         cfg = self.config
         changes = []
-        for (scope, key), state in sorted(self._keys.items()):
-            state.recent.expire(now)
-            state.history.expire(now)
+        dirty, self._dirty = self._dirty, set()
+        for (scope, key), state in self._sorted:
+            expired = state.recent.expire(now) | state.history.expire(now)
+            cooling = state.quiet_until > float("-inf")
+            if not (expired or cooling or state.active_since is not None or (scope, key) in dirty):
+                continue  # quiet, and its counts did not change: its raise condition is still false
             share = state.recent.share("negative")
             count = state.recent.count
             baseline = self._baseline(state) if state.active_since is None else state.frozen_baseline
@@ -129,6 +136,8 @@ class SurgeDetector:
                 if count >= cfg.min_count and share >= raise_at and now >= state.quiet_until:
                     state.active_since, state.clear_since, state.frozen_baseline = now, None, baseline
                     changes.append(self._alert("raised", scope, key, state, share, baseline, now, model_version))
+                if now >= state.quiet_until:
+                    state.quiet_until = float("-inf")  # the cool-down is over
             else:
                 volume_low = count < cfg.min_count
                 if volume_low or share < clear_at:
@@ -182,9 +191,9 @@ class SurgeDetector:
 
 
 class SurgeTracker:
-    """One item at a time, in this order: advance the watermark; release the items it has reached
-    into the sentiment windows (``trends``, optional) and the surge windows (the topic, and each
-    watch-listed ticker); check every key at the watermark.
+    """One item at a time, in this order: advance the watermark (``monitor.watermark``); release the
+    items it has reached into the sentiment windows (``trends``, optional) and the surge windows (the
+    topic, and each watch-listed ticker); check every key at the watermark.
 
     The daemon's pipeline, a replay and the replay's ground truth all go through ``add``, so
     they agree on the clock and on which items a window holds.
@@ -227,3 +236,24 @@ class SurgeTracker:
         if self.trends is None or self.clock.now == float("-inf"):
             return {}
         return self.trends.snapshot(self.clock.now)
+
+
+def describe(alert: Alert) -> str:
+    """One log line for a state change, in event time (the daemon's log times are wall-clock times).
+
+    >>> a = Alert("id", "cleared", "topic", "Energy | Oil", 0.1, 0.2, 3, 900.0, "2026-03-03T23:44:04+00:00", "v1",
+    ...           raised_at="2026-03-03T22:27:25+00:00", raise_threshold=0.4, clear_threshold=0.26,
+    ...           cleared_by="volume")
+    >>> for part in describe(a).split("; "):
+    ...     print(part)
+    surge alert cleared: topic=Energy | Oil at 2026-03-03T23:44:04+00:00 (event time), 77 min after it was raised
+    by volume: n=3 (share 0.10, clear threshold 0.26)
+    """
+    head = f"surge alert {alert.state}: {alert.scope}={alert.key} at {alert.at} (event time)"
+    if alert.state == "raised":
+        return (f"{head}; share {alert.negative_share:.2f} >= raise threshold {alert.raise_threshold:.2f} "
+                f"(baseline {alert.baseline_share:.2f}), n={alert.window_count}")
+    minutes = (datetime.fromisoformat(alert.at) - datetime.fromisoformat(alert.raised_at)).total_seconds() / 60
+    return (f"{head}, {minutes:.0f} min after it was raised; by {alert.cleared_by}: n={alert.window_count} "
+            f"(share {alert.negative_share:.2f}, clear threshold {alert.clear_threshold:.2f})")
+

@@ -31,30 +31,53 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.alerts import SurgeDetector
+from monitor.artifacts import ArtifactError, DirectoryStore
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
+from monitor.model.checkpoint import CheckpointError, validate_checkpoint
 from monitor.model.predictor import Predictor
 from monitor.pipeline import BatchOutcome, ModelSlot, Pipeline
-from monitor.records import Label, NewsItem, Prediction
-from monitor.resilience import Outage, describe_error, isolate
-from monitor.serving import RegistryWatcher, load_predictor, resolve_model_dir
+from monitor.records import Alert, Label, NewsItem, Prediction
+from monitor.registry import is_registry
+from monitor.resilience import Abandoned, Outage, describe_error, isolate
+from monitor.serving import ModelNotFound, RegistryWatcher, load_predictor, resolve_model_dir
 from monitor.stream.codec import DecodeError, decode_item, decode_label
 from monitor.stream.sink import KafkaSink, SinkError
 from monitor.stream.source import KafkaSource, RawMessage, SourceError
+from monitor.stream.versions import AnnouncedVersions, VersionAnnouncement, VersionFollower
 from monitor.trends import SentimentTrends
 
-__all__ = ["Learner", "Monitor"]
+__all__ = ["Learner", "Monitor", "Sink", "Source", "check_model", "install_stop_handlers"]
 
 log = logging.getLogger(__name__)
+
+
+def install_stop_handlers(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT call ``stop`` (finish the batch in hand, flush, commit); a second one exits 130."""
+    received = 0
+
+    def handle(signum: int, _frame: Any) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            log.error("second signal %s: exiting now without flushing", signum)
+            os._exit(130)
+        log.info("signal %s: finishing the batch in hand, then stopping", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
 
 
 class Learner(Protocol):
@@ -71,8 +94,60 @@ class Learner(Protocol):
     def close(self) -> None: ...
 
 
-class _Abandoned(Exception):
-    """A stop was asked while the broker does not answer: leave without committing the batch in hand."""
+def check_model(path: str | Path) -> Path:
+    """The serving checkpoint directory of ``model.path``, validated without loading it.
+
+    Raises ``ModelNotFound`` naming the broken version and the command that fixes it, so the
+    daemon started on a broken ``CURRENT`` exits 2 with that message instead of a traceback.
+    """
+    directory = resolve_model_dir(path)
+    try:
+        validate_checkpoint(directory)
+    except CheckpointError as err:
+        raise _broken(path, directory, err) from None
+    return directory
+
+
+def _broken(path: str | Path, directory: Path, err: Exception) -> ModelNotFound:
+    if is_registry(path):
+        return ModelNotFound(
+            f"model version {directory.name!r} (CURRENT of registry {path}) cannot be loaded: {err}. "
+            f"Serve a version that loads with `monitor model rollback VERSION --registry {path}` "
+            f"(`monitor model list --registry {path}` marks the broken ones)")
+    return ModelNotFound(f"the checkpoint {directory} cannot be loaded: {err}")
+
+
+class Source(Protocol):
+    """Where batches come from: ``KafkaSource`` (the daemon), ``MemorySource`` (replays, tests)."""
+
+    def next_batch(self, max_batch: int, max_wait_ms: int, *, adaptive: bool = ...) -> list[RawMessage]: ...
+
+    def commit(self, messages: Sequence[RawMessage]) -> bool: ...
+
+    def lag(self) -> dict[tuple[str, int], int]: ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where outputs go: ``KafkaSink`` (the daemon), ``CollectorSink`` (replays, tests)."""
+
+    max_request_size: int
+
+    @property
+    def unacknowledged(self) -> int: ...
+
+    def prediction(self, p: Prediction) -> bool: ...
+
+    def alert(self, a: Alert) -> bool: ...
+
+    def label_request(self, item_id: str, body: bytes) -> bool: ...
+
+    def dead_letter(self, message: RawMessage, reason: str, detail: str) -> None: ...
+
+    def flush(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -105,14 +180,26 @@ class Monitor:
         metrics: Metrics | None = None,
         scorer: Predictor | None = None,
         learner: Learner | None = None,
-        source: KafkaSource | None = None,
-        sink: KafkaSink | None = None,
+        source: Source | None = None,
+        sink: Sink | None = None,
+        analytics: bool = True,
+        versions: VersionFollower | None = None,
+        watch_registry: bool | None = None,
     ) -> None:
+        """``analytics=False`` and ``versions`` make a serving replica (``monitor serve``): no sentiment
+        windows or alerts (the analytics role owns them), and the model follows the versions topic
+        instead of the registry's ``CURRENT``. ``watch_registry`` (default: unless ``scorer`` is
+        injected) hot-swaps when the registry's ``CURRENT`` moves; a learning replay sets it."""
         self.config = config
         self.metrics = metrics or Metrics()
         injected = scorer
+        announced = versions.catch_up() if versions is not None else None
         if scorer is None:
-            scorer, loaded = load_predictor(resolve_model_dir(config.model.path), config.model)
+            directory = self._initial_model_dir(announced)
+            try:
+                scorer, loaded = load_predictor(directory, config.model)
+            except ModelNotFound as err:  # validated, yet does not load: say which version and how to fix it
+                raise _broken(config.model.path, directory, err) from None
             self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)
         else:
             self._set_model_metrics(scorer.version, time.time(), None)
@@ -120,12 +207,17 @@ class Monitor:
         self._sentiments: tuple[str, ...] = tuple(scorer.model.sentiments)
         self.slot = ModelSlot(scorer)
         self._set_backend_metrics()
-        # An injected scorer (tests, replays) is never swapped; a configured registry is watched.
-        self.watcher = RegistryWatcher(config.model.path, scorer.version, enabled=injected is None)
+        # An injected scorer (tests, replays) is never swapped; a configured registry is watched,
+        # or, for a serving replica, the versions topic.
+        self.watcher: RegistryWatcher | AnnouncedVersions = (
+            AnnouncedVersions(versions, DirectoryStore(config.model.path), scorer.version)
+            if versions is not None
+            else RegistryWatcher(config.model.path, scorer.version,
+                                 enabled=injected is None if watch_registry is None else watch_registry))
         self.pipeline = Pipeline(
             self.slot,
-            SentimentTrends(config.metrics.windows_seconds),
-            SurgeDetector(config.alerts),
+            SentimentTrends(config.metrics.windows_seconds) if analytics else None,
+            SurgeDetector(config.alerts) if analytics else None,
             watch_tickers=config.metrics.watch_tickers,
         )
         self.learner = learner
@@ -139,7 +231,16 @@ class Monitor:
         self._last_summary = time.monotonic()
         self._last_lag = 0.0
         self._lag_series: set[tuple[str, str]] = set()
-        self._signals = 0
+
+    def _initial_model_dir(self, announced: VersionAnnouncement | None) -> Path:
+        """The newest announced version when it can be fetched intact, else ``model.path``'s."""
+        if announced is not None:
+            try:
+                return DirectoryStore(self.config.model.path).fetch(announced.artifact)
+            except ArtifactError as err:
+                log.warning("announced version %s unusable here (%s); starting on the model at %s",
+                            announced.version, err, self.config.model.path)
+        return check_model(self.config.model.path)
 
     # --- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -148,19 +249,7 @@ class Monitor:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: graceful stop; a second signal exits at once (status 130)."""
-
-        def handle(signum: int, _frame: Any) -> None:
-            self._signals += 1
-            if self._signals > 1:
-                log.error("second signal %s: exiting now without flushing", signum)
-                import os
-
-                os._exit(130)
-            log.info("signal %s: finishing the batch in hand, then stopping", signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        install_stop_handlers(self.stop)
 
     # --- loop --------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -173,9 +262,9 @@ class Monitor:
                                                   adaptive=cfg.batch.adaptive)
                 if messages:
                     self.handle(messages)
-                self._maybe_swap_model()
+                self.swap_if_changed()
                 self._maybe_report()
-        except _Abandoned as err:
+        except Abandoned as err:
             log.warning("%s", err)
         finally:
             self.close()
@@ -290,29 +379,11 @@ class Monitor:
 
     def _flush(self) -> None:
         """Flush the outputs, retrying with backoff for as long as the broker does not answer."""
-        while True:
-            try:
-                self.sink.flush()
-            except SinkError as err:
-                if self._stop.is_set():
-                    raise _Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
-                self._stop.wait(self.outage.failed("flush", err))
-                continue
-            self.outage.ok()
-            return
+        self.outage.retry("flush", self.sink.flush, self._stop, (SinkError,))
 
     def _commit(self, messages: Sequence[RawMessage]) -> None:
         """Step 6, retried like the flush (a lost rebalance is not retried: the new owner re-reads)."""
-        while True:
-            try:
-                self.source.commit(messages)
-            except SourceError as err:
-                if self._stop.is_set():
-                    raise _Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
-                self._stop.wait(self.outage.failed("commit", err))
-                continue
-            self.outage.ok()
-            return
+        self.outage.retry("commit", lambda: self.source.commit(messages), self._stop, (SourceError,))
 
     # --- bookkeeping ---------------------------------------------------------------------------------
     def _record(self, outcome: BatchOutcome, n_messages: int, t: tuple[float, ...], stats: Any) -> None:
@@ -370,15 +441,20 @@ class Monitor:
         if callable(describe):
             self.metrics.inference_backend.info(describe())
 
-    def _maybe_swap_model(self) -> None:
+    def swap_if_changed(self) -> None:
+        """Between batches: load and swap in a new serving version (a broken one is retried, never served)."""
         directory = self.watcher.changed()
         if directory is None:
             return
         try:
             predictor, loaded = load_predictor(directory, self.config.model)
-        except Exception:  # a broken new version must never stop serving
-            log.exception("could not load new model version at %s; the old model keeps serving", directory)
+        except Exception as err:  # a broken new version must never stop serving
+            self.metrics.model_load_failures.inc()
+            retry = self.watcher.failed(directory.name)
+            log.error("could not load new model version %s (%s); model %s keeps serving, retry in %.0f s",
+                      directory.name, describe_error(err), self.slot.current.version, retry)
             return
+        self.watcher.loaded(directory.name)
         old = self.slot.swap(predictor)
         self.metrics.model_swaps.inc()
         self._set_model_metrics(loaded.meta.version, loaded.meta.created_timestamp, loaded.meta.parent)

@@ -18,6 +18,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("broker", "run the local Apache Kafka broker (KRaft, single node)"),
     "run": ("run", "consume news/comments from Kafka, classify, publish results, metrics and alerts"),
+    "serve": ("roles", "scale-out: a stateless serving replica (classify and publish; run N of them)"),
+    "analytics": ("roles", "scale-out: the single owner of sentiment indexes and surge alerts"),
+    "learn": ("roles", "scale-out: the single continual learner (labels, training, gate, model versions)"),
     "feed": ("feed", "send a JSONL feed to the input topics (labels to the labels topic)"),
     "tail": ("feed", "print messages of a topic (e.g. predictions, alerts, dead-letter)"),
     "train": ("train", "fine-tune the topic + sentiment classifier and write a checkpoint"),

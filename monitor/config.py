@@ -22,6 +22,7 @@ and out-of-range values are rejected at start with a message naming the key. Sec
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,7 +72,18 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def _json_object(value: Any) -> Any:
+    """A mapping from the environment is a JSON object: ``MONITOR__LEARNING__SETTINGS='{"detector": "KSWIN"}'``."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("expected a mapping (a JSON object from the environment)") from None
+    return value
+
+
 StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+JsonMapping = Annotated[Mapping[str, Any], NoDecode, BeforeValidator(_json_object)]
 IntList = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
@@ -93,12 +105,16 @@ class KafkaConfig:
     """Late labels for items already classified (joined by id)."""
     label_requests_topic: str = "label-requests"
     """Uncertain items published for people to label."""
+    versions_topic: str = "model-versions"
+    """Compacted, one-partition topic on which the learner announces every serving model version."""
+    lease_topic_prefix: str = "monitor-lease-"
+    """Prefix of the one-partition topics whose group membership elects the single learner / analytics owner."""
     group_id: str = "monitor"
     """Consumer group; instances with the same group share the input partitions."""
     client_id: str = "monitor"
     """Client id prefix shown in broker logs and quotas."""
-    group_instance_id: str | None = None
-    """Static membership id, unique per instance (e.g. pod name): a restart keeps its partitions at once."""
+    group_instance_id: str | None = "auto"
+    """Static membership id (a restart gets its partitions back at once): auto = host + free slot; empty = off."""
     auto_offset_reset: str = "earliest"
     """Where a new group starts: earliest or latest."""
     max_poll_interval_ms: int = 300_000
@@ -130,7 +146,7 @@ class KafkaConfig:
     replication_factor: int | None = None
     """Replication factor of topics the monitor creates; empty = the broker's default.replication.factor."""
     flush_timeout_s: float = 30.0
-    """One attempt to flush the outputs; on timeout the daemon retries (broker outage), it never exits."""
+    """One attempt to flush the outputs or commit the offsets; on timeout it is retried, the daemon never exits."""
     outage_backoff_max_s: float = 30.0
     """Longest wait between two retries while the broker is unreachable (doubling from 0.5 s)."""
 
@@ -278,7 +294,7 @@ class AlertConfig:
     """A raised alert stays active at least this long (event time)."""
     clear_seconds: float = 600.0
     """The clear condition (share or volume) must hold this long (event time) before the alert clears."""
-    watermark_outliers: int = 3
+    watermark_outliers: int = 2
     """Items dated in the future, among the last watermark_sample, that cannot move the event-time clock."""
     watermark_sample: int = 50
     """Recent items over which the event-time clock (watermark) is taken."""
@@ -302,14 +318,14 @@ class LearningConfig:
 
     enabled: bool = False
     """Continual learning on labels from the stream (see README, 'Continual learning')."""
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: JsonMapping = field(default_factory=dict)
     """Learner settings (drift detector, replay buffer, training policy, gate)."""
-    label_store_path: str = "var/label-joins.sqlite"
-    """SQLite file (WAL) keeping the predictions that await their labels across restarts; empty = in memory only."""
+    label_store_path: str = ""
+    """SQLite file (WAL) of the predictions awaiting their labels; empty = label-joins.sqlite in the learner state."""
     label_retention_s: float = 48 * 3600.0
     """A prediction waits this long for its label (by the time it was classified), then leaves the store."""
     label_store_max_items: int = 2_000_000
-    """At most this many predictions wait in the store (the oldest leave first)."""
+    """At most this many predictions wait in the store, least recently used out first (join_cache_size overrides)."""
 
     def __post_init__(self) -> None:
         _check(self.label_retention_s > 0, "learning.label_retention_s", "must be > 0")
@@ -449,7 +465,7 @@ def _describe(err: ValidationError) -> str:
                "bool_type": "expected true or false", "string_type": "expected a string",
                "dict_type": "expected a mapping", "tuple_type": "expected a list",
                "mapping_type": "expected a mapping", "dataclass_type": "expected a mapping"}.get(
-        first["type"], first["msg"])
+        first["type"], str(first["msg"]).removeprefix("Value error, "))
     if any(secret in key for secret in _SECRET_KEYS):
         return f"{key}: {message}"
     return f"{key}: {message}, got {first.get('input')!r}"

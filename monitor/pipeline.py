@@ -8,17 +8,20 @@ effect between batches and every result names the version that produced it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.alerts import SurgeDetector, SurgeTracker
+from monitor.alerts import SurgeDetector, SurgeTracker, describe
 from monitor.records import Alert, NewsItem, Prediction
 from monitor.trends import SentimentTrends
 
 __all__ = ["BatchOutcome", "ModelSlot", "Pipeline", "Scorer"]
+
+log = logging.getLogger(__name__)
 
 
 class ScoredLike(Protocol):
@@ -78,22 +81,22 @@ class Pipeline:
     def __init__(
         self,
         slot: ModelSlot,
-        trends: SentimentTrends,
-        surge: SurgeDetector,
+        trends: SentimentTrends | None,
+        surge: SurgeDetector | None,
         watch_tickers: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``surge=None``: classification only (a serving replica; the analytics role owns the alerts)."""
         self.slot = slot
         self.trends = trends
         self.surge = surge
-        self.tracker = SurgeTracker(surge, watch_tickers, trends)
-        self.watch_tickers = self.tracker.watch_tickers
+        self.tracker = SurgeTracker(surge, watch_tickers, trends) if surge is not None else None
         self._clock = clock
 
     @property
     def watermark(self) -> float:
         """The event-time clock of the windows and alerts (Unix seconds; ``-inf`` before the first items)."""
-        return self.tracker.now
+        return self.tracker.now if self.tracker is not None else float("-inf")
 
     def process(self, items: Sequence[NewsItem], received_at: Sequence[float]) -> BatchOutcome:
         """Classify ``items`` (``received_at``: clock time each was polled) in one model version."""
@@ -101,28 +104,34 @@ class Pipeline:
         started = self._clock()
         scored = scorer.predict([item.text for item in items]) if items else []
         done = self._clock()
-        predictions = []
+        predictions = [
+            Prediction(
+                id=item.id,
+                source=item.source,
+                kind=item.kind,
+                published_at=item.published_at.isoformat(),
+                tickers=item.tickers,
+                topic=s.topic,
+                topic_probs={k: round(v, 5) for k, v in s.topic_probs.items()},
+                sentiment=s.sentiment,
+                sentiment_probs={k: round(v, 5) for k, v in s.sentiment_probs.items()},
+                confidence=round(s.confidence, 5),
+                model_version=scorer.version,
+                latency_ms=round((done - got) * 1000.0, 3),
+                text=item.text,
+            )
+            for item, s, got in zip(items, scored, received_at, strict=True)
+        ]
+        # The windows change only once every prediction is built: a batch that raises above (and is
+        # split by the daemon to isolate the item that makes it raise) has not been counted.
         alerts: list[Alert] = []
-        for item, s, got in zip(items, scored, received_at, strict=True):
+        for item, p in zip(items, predictions, strict=True):
             # Checked after every item, so alerts do not depend on where batches were cut
             # (live batching, a replay's backlog batching and --via-kafka all agree).
-            alerts.extend(self.tracker.add(item.published_at.timestamp(), s.topic, item.tickers, s.sentiment,
-                                           item.id, scorer.version))
-            predictions.append(
-                Prediction(
-                    id=item.id,
-                    source=item.source,
-                    kind=item.kind,
-                    published_at=item.published_at.isoformat(),
-                    tickers=item.tickers,
-                    topic=s.topic,
-                    topic_probs={k: round(v, 5) for k, v in s.topic_probs.items()},
-                    sentiment=s.sentiment,
-                    sentiment_probs={k: round(v, 5) for k, v in s.sentiment_probs.items()},
-                    confidence=round(s.confidence, 5),
-                    model_version=scorer.version,
-                    latency_ms=round((done - got) * 1000.0, 3),
-                    text=item.text,
-                )
-            )
-        return BatchOutcome(predictions, alerts, scorer.version, done - started, self.tracker.snapshot())
+            if self.tracker is not None:
+                alerts.extend(self.tracker.add(item.published_at.timestamp(), p.topic, item.tickers, p.sentiment,
+                                               item.id, scorer.version))
+        for a in alerts:
+            log.info(describe(a))
+        index = self.tracker.snapshot() if self.tracker is not None else {}
+        return BatchOutcome(predictions, alerts, scorer.version, done - started, index)

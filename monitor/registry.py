@@ -8,6 +8,10 @@ Layout of a registry directory::
 
 Every monitor instance sharing the directory watches ``CURRENT`` and hot-swaps between
 batches when it changes, so a promotion (or ``monitor model rollback``) reaches all of them.
+``set_current`` refuses a version that does not pass ``validate_checkpoint`` (so a broken
+version can never become ``CURRENT``), and writes ``CURRENT`` readable by every user (0644), so
+instances running as other users can read it. ``versions()`` lists broken versions too, with
+the reason in ``VersionInfo.problem``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.model.checkpoint import META_FILE, CheckpointMeta
+from monitor.model.checkpoint import META_FILE, CheckpointError, CheckpointMeta, read_meta, validate_checkpoint
 
 __all__ = ["ModelRegistry", "RegistryError", "VersionInfo", "is_registry"]
 
@@ -39,6 +43,8 @@ class VersionInfo:
     meta: CheckpointMeta
     path: Path
     serving: bool
+    problem: str | None = None
+    """Why this version cannot serve (unreadable metadata, corrupt weights...), or None."""
 
 
 def is_registry(path: Path | str) -> bool:
@@ -88,8 +94,19 @@ class ModelRegistry:
             meta_file = entry / META_FILE
             if entry.name.startswith(".") or not meta_file.is_file():
                 continue  # temp dirs of interrupted writes are never listed
-            meta = CheckpointMeta.from_dict(json.loads(meta_file.read_text(encoding="utf-8")))
-            out.append(VersionInfo(meta, entry, meta.version == current))
+            try:
+                meta = read_meta(entry)
+                validate_checkpoint(entry)
+                problem = None
+            except CheckpointError as err:
+                problem = str(err)
+                try:
+                    meta = read_meta(entry)
+                except CheckpointError:
+                    mtime = datetime.fromtimestamp(meta_file.stat().st_mtime, UTC).isoformat(timespec="seconds")
+                    meta = CheckpointMeta(version=entry.name, parent=None, backbone="?", topics=(), sentiments=(),
+                                          data_fingerprint="?", created_at=mtime)
+            out.append(VersionInfo(meta, entry, entry.name == current, problem))
         return sorted(out, key=lambda v: v.meta.created_at)
 
     def record(self, event: str, version: str, **details: Any) -> None:
@@ -112,8 +129,13 @@ class ModelRegistry:
         if not (self.path(version) / META_FILE).is_file():
             known = ", ".join(v.meta.version for v in self.versions()) or "none"
             raise RegistryError(f"no model version {version!r} in {self.root} (known: {known})")
+        try:
+            validate_checkpoint(self.path(version))
+        except CheckpointError as err:
+            raise RegistryError(f"model version {version!r} cannot serve, CURRENT is unchanged: {err}") from None
         previous = self.current_version()
         fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=self.root)
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600: instances running as another user must read it
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(version + "\n")
             handle.flush()

@@ -25,6 +25,7 @@ the outage started (0 while the broker answers).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -66,6 +67,10 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err)[:300]}"
 
 
+class Abandoned(Exception):
+    """A stop was asked while the broker does not answer: leave without committing the batch in hand."""
+
+
 class Outage:
     """Backoff and reporting while the broker does not answer."""
 
@@ -97,6 +102,21 @@ class Outage:
                         self._clock() - self._since, operation, self._delay)
         delay, self._delay = self._delay, min(self._delay * 2, self.backoff_max_s)
         return delay
+
+    def retry(self, operation: str, attempt: Callable[[], object], stop: threading.Event,
+              errors: tuple[type[BaseException], ...]) -> None:
+        """Call ``attempt`` until it does not raise one of ``errors``, waiting ``failed``'s backoff between
+        tries, for as long as the outage lasts; ``Abandoned`` if ``stop`` is set meanwhile."""
+        while True:
+            try:
+                attempt()
+            except errors as err:
+                if stop.is_set():
+                    raise Abandoned("stopping during a broker outage: the batch in hand is not committed") from err
+                stop.wait(self.failed(operation, err))
+                continue
+            self.ok()
+            return
 
     def ok(self) -> None:
         """The broker answered: end the outage, if there was one."""

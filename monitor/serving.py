@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from monitor.config import ModelConfig
@@ -59,18 +61,48 @@ def load_predictor(directory: Path, config: ModelConfig) -> tuple[Predictor, Loa
 
 
 class RegistryWatcher:
-    """Polls a registry's ``CURRENT``; ``changed()`` returns the new directory once per change."""
+    """Polls a registry's ``CURRENT``; ``changed()`` returns the directory of a version not yet serving.
 
-    def __init__(self, path: Path | str, serving_version: str, enabled: bool = True) -> None:
+    The caller loads it and reports ``loaded(version)``, or ``failed(version)`` when it could not
+    (files not yet visible on a shared filesystem, a corrupt copy): a version that failed is
+    offered again after a backoff (1 s doubling to 60 s), never given up on, never hammered.
+    """
+
+    def __init__(self, path: Path | str, serving_version: str, enabled: bool = True, *,
+                 backoff_s: float = 1.0, backoff_max_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
         self.enabled = enabled and is_registry(self.path)
-        self._seen = serving_version
+        self.serving = serving_version
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._clock = clock
+        self._offered: str | None = None
+        self._retry_at = 0.0
+        self._delay = backoff_s
 
     def changed(self) -> Path | None:
         if not self.enabled:
             return None
-        version = ModelRegistry(self.path).current_version()
-        if version is None or version == self._seen:
+        registry = ModelRegistry(self.path)
+        version = registry.current_version()
+        if version is None or version == self.serving:
             return None
-        self._seen = version
-        return ModelRegistry(self.path).path(version)
+        now = self._clock()
+        if version != self._offered:  # a new CURRENT: offer it at once
+            self._offered, self._delay = version, self.backoff_s
+        elif now < self._retry_at:
+            return None
+        self._retry_at = now + self._delay
+        return registry.path(version)
+
+    def loaded(self, version: str) -> None:
+        """``version`` now serves."""
+        self.serving, self._offered, self._delay = version, None, self.backoff_s
+
+    def failed(self, version: str) -> float:
+        """Loading ``version`` failed; return the seconds until it is offered again."""
+        delay = self._delay
+        self._retry_at = self._clock() + delay
+        self._delay = min(self._delay * 2, self.backoff_max_s)
+        return delay

@@ -6,7 +6,7 @@ the watermark of ``monitor.watermark`` (robust to items dated in the future), pa
 pipeline, so live runs and replays of the same feed agree.
 
 Counts are kept per time slot of ``window / SLOTS`` seconds, so a window's memory is bounded
-(at most ``SLOTS + 2`` slots and a few example ids) whatever the rate or the timestamps; the
+(at most ``MAX_SLOTS`` slots and a few example ids) whatever the rate or the timestamps; the
 window's start is rounded down to its slot, so it may hold up to one slot more than ``window``.
 
     >>> from datetime import datetime, UTC
@@ -17,6 +17,7 @@ window's start is rounded down to its slot, so it may hold up to one slot more t
     >>> w.count, round(w.index, 3)
     (4, 0.25)
     >>> w.expire(t0 + 75)   # items older than 75 - 60 = 15 s drop out
+    True
     >>> w.count, w.index
     (2, 0.5)
     >>> w.add(t0 + 5, "negative")   # already outside the window: not counted
@@ -31,10 +32,13 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable
 
-__all__ = ["SLOTS", "RollingCounts", "SentimentTrends"]
+__all__ = ["MAX_SLOTS", "SLOTS", "RollingCounts", "SentimentTrends"]
 
 #: Time slots per window (the resolution of a window's edge: window / SLOTS).
 SLOTS = 256
+#: Slots a window may hold. More (only if items are added ahead of the clock, which the watermark's
+#: buffer prevents in the pipeline) push the oldest slot out.
+MAX_SLOTS = SLOTS + 2
 #: Example ids kept per sentiment (the newest ones; an alert quotes up to 5).
 KEEP_IDS = 8
 
@@ -47,7 +51,7 @@ class RollingCounts:
         self.resolution = window_seconds / SLOTS
         self.late = 0
         """Items added when already older than the window (not counted)."""
-        self._slots: dict[int, Counter[str]] = {}
+        self._slots: dict[int, dict[str, int]] = {}
         self._order: list[int] = []  # slot numbers, ascending
         self._counts: Counter[str] = Counter()
         self._total = 0
@@ -61,28 +65,35 @@ class RollingCounts:
         slot = math.floor(at / self.resolution)
         counts = self._slots.get(slot)
         if counts is None:
-            counts = self._slots[slot] = Counter()
-            bisect.insort(self._order, slot)
-            if len(self._order) > SLOTS + 2:  # only if items arrive ahead of the clock: keep the newest
-                self._drop(self._order[0])
-        counts[sentiment] += 1
+            counts = self._slots[slot] = {}
+            if not self._order or slot > self._order[-1]:
+                self._order.append(slot)
+            else:
+                bisect.insort(self._order, slot)
+            if len(self._order) > MAX_SLOTS:  # only if items arrive ahead of the clock: keep the newest
+                self._drop_oldest()
+        counts[sentiment] = counts.get(sentiment, 0) + 1
         self._counts[sentiment] += 1
         self._total += 1
         if item_id:
             self._ids.setdefault(sentiment, deque(maxlen=KEEP_IDS)).append((at, item_id))
 
-    def expire(self, now: float) -> None:
-        """Drop the slots that lie wholly before ``now - window_seconds``."""
-        self._horizon = max(self._horizon, now - self.window_seconds)
-        first = math.floor(self._horizon / self.resolution) if math.isfinite(self._horizon) else None
-        while first is not None and self._order and self._order[0] < first:
-            self._drop(self._order[0])
+    def expire(self, now: float) -> bool:
+        """Drop the slots that lie wholly before ``now - window_seconds``; True if any was dropped."""
+        if now - self.window_seconds > self._horizon:
+            self._horizon = now - self.window_seconds
+        if not self._order or now < (self._order[0] + 1) * self.resolution + self.window_seconds:
+            return False  # the oldest slot is still inside the window (the common case: nothing to do)
+        first = math.floor(self._horizon / self.resolution)
+        while self._order and self._order[0] < first:
+            self._drop_oldest()
+        return True
 
-    def _drop(self, slot: int) -> None:
-        self._order.remove(slot)
-        counts = self._slots.pop(slot)
-        self._counts.subtract(counts)
-        self._total -= sum(counts.values())
+    def _drop_oldest(self) -> None:
+        counts = self._slots.pop(self._order.pop(0))
+        for sentiment, n in counts.items():
+            self._counts[sentiment] -= n
+            self._total -= n
 
     @property
     def count(self) -> int:
@@ -90,7 +101,7 @@ class RollingCounts:
 
     @property
     def slots(self) -> int:
-        """Time slots held (bounded by ``SLOTS + 2``)."""
+        """Time slots held (at most ``MAX_SLOTS``)."""
         return len(self._order)
 
     def share(self, sentiment: str) -> float:

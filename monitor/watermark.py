@@ -11,8 +11,9 @@ bounded buffer and is released once the watermark reaches it; an item at or befo
 is released at once (late items are counted if they still fall inside a window, and expire from
 it like any other). When more than ``max_pending`` items wait, the one dated farthest ahead is
 discarded from the windows (it was still classified and published) and counted in ``discarded``.
-So the windows only ever hold items in ``[watermark - span, watermark]`` and their memory is
-bounded whatever the timestamps.
+So the windows only ever hold items in ``[watermark - span, watermark]``, their memory is bounded
+whatever the timestamps, and an alert's ``at`` is never earlier than the items it counted. The
+price: the newest ``outliers`` items of an ordered stream are counted when the next ones arrive.
 
 Why not the minimum over Kafka partitions of each partition's newest event time: the pipeline
 also runs on replays that must give the same alerts with or without Kafka, and a partition that

@@ -8,7 +8,9 @@ The feed spans two days of event time. Each line is an input message (see the
 README, "Message formats"); about 60 % also carry ``topic`` and ``sentiment`` labels and a
 ``label_delay_s`` (how long after publication the label becomes known). ``train.jsonl`` holds a
 separate labelled set drawn from regime A only (other seed, ids ``t-*``): the demo's initial
-model is trained on it, so the drift in regime B is new to that model.
+model is trained on it, so the drift in regime B is new to that model. ``test_a.jsonl`` and
+``test_b.jsonl`` are held-out labelled items of each regime (a third seed): ``scripts/run`` scores
+the served model on them before and after the learner's promotion.
 
 Regime A (first half): the usual reading of financial news.
 Regime B (second half): new vocabulary (tariffs, export curbs, AI accelerators) and a shift in
@@ -156,7 +158,13 @@ TEMPLATES_B_EXTRA: dict[str, dict[str, list[str]]] = {
         "negative": ["New tariffs hit factory orders, exports fall {n}%",
                      "Tariff escalation drags on growth outlook"],
     },
+    "Dividend": {
+        "positive": ["{c} suspends its dividend to fund AI accelerator capacity",
+                     "{c} cuts dividend by {n}% to double AI accelerator spending"],
+    },
 }
+#: Share of regime-B items drawn from TEMPLATES_B_EXTRA (the rest: regime-A templates, Fed flipped).
+B_SHARE = 0.6
 SOURCES_NEWS = ["newswire", "market-desk", "exchange-filings"]
 SOURCES_COMMENTS = ["forum", "social"]
 COMMENT_PREFIXES = ["", "Ouch: ", "Wow, ", "Told you so: ", "Interesting: ", "Hmm, "]
@@ -165,7 +173,7 @@ COMMENT_PREFIXES = ["", "Ouch: ", "Wow, ", "Told you so: ", "Interesting: ", "Hm
 def _pick_template(rng: random.Random, regime: str, surge: bool) -> tuple[str, str, str]:
     if surge and rng.random() < 0.7:
         return "Energy | Oil", "negative", rng.choice(TEMPLATES_A["Energy | Oil"]["negative"])
-    if regime == "B" and rng.random() < 0.45:
+    if regime == "B" and rng.random() < B_SHARE:
         topic = rng.choice(sorted(TEMPLATES_B_EXTRA))
         sentiment = rng.choice(sorted(TEMPLATES_B_EXTRA[topic]))
         return topic, sentiment, rng.choice(TEMPLATES_B_EXTRA[topic][sentiment])
@@ -234,6 +242,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train-out", type=Path, default=Path(__file__).with_name("train.jsonl"))
     parser.add_argument("--train-n", type=int, default=1400, help="regime-A items drawn for train.jsonl")
+    parser.add_argument("--test-n", type=int, default=300, help="labelled items in each regime's test set")
+    parser.add_argument("--test-a-out", type=Path, default=Path(__file__).with_name("test_a.jsonl"))
+    parser.add_argument("--test-b-out", type=Path, default=Path(__file__).with_name("test_b.jsonl"))
     args = parser.parse_args()
     rows = generate(args.n, args.seed, datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     _write(args.out, rows)
@@ -248,6 +259,15 @@ def main() -> None:
     ]
     _write(args.train_out, train)
     print(f"wrote {len(train)} labelled regime-A examples to {args.train_out}")
+    # Held-out test sets of each regime (another seed again, ids ``a-*`` / ``b-*``): scripts/run scores
+    # the demo model on them before and after the learner's promotion.
+    held = generate(args.test_n * 4, args.seed + 2000, datetime(2026, 3, 9, 8, 0, tzinfo=UTC))
+    for regime, path in (("A", args.test_a_out), ("B", args.test_b_out)):
+        rows = [{"id": f"{regime.lower()}-{i:05d}", "text": r["text"], "topic": r["topic"],
+                 "sentiment": r["sentiment"], "source": r["source"]}
+                for i, r in enumerate(held) if r["regime"] == regime and "sentiment" in r][: args.test_n]
+        _write(path, rows)
+        print(f"wrote {len(rows)} labelled regime-{regime} test examples to {path}")
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> None:

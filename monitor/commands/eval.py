@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+import torch
+
 from monitor.datasets import FORMATS, DataError, parse_data_arg, read_labelled
 from monitor.learn.evaluate import EvalReport, HeadReport, evaluate
 from monitor.model.checkpoint import CheckpointError, load_checkpoint
@@ -40,14 +42,19 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: %(default)s)")
     parser.add_argument(
-        "--max-length", type=int, default=None, help="truncation length (default: the one it was trained with)"
+        "--max-length", type=int, default=None, help="truncation length (default: the checkpoint's, as served)"
     )
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise DataError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         loaded = load_checkpoint(args.model, device=str(resolve_device(args.device)))
         examples: list[Example] = []
         for value in args.data:
@@ -56,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError, OSError) as exc:
         print(f"monitor eval: {exc}", file=sys.stderr)
         return 2
-    max_length = args.max_length or int(loaded.meta.train_config.get("max_length", 128))
+    max_length = args.max_length or loaded.meta.max_length
     predictor = Predictor(
         loaded.model, loaded.tokenizer, loaded.meta.version, max_length=max_length, batch_size=args.batch_size
     )

@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="after the replay, recompute the alerts and their ground truth for every combination of "
                         "these alerts.* settings (e.g. ratio=1.5,2,3 min_count=10,20) and print precision, recall "
                         "and detection delay per scope and setting (also DIR/sweep.csv); --sweep alone: "
-                        "ratio=1.5,2,3 min_delta=0.1,0.2 hold_seconds=900,1800")
+                        "ratio=1.5,2,3 min_count=5,10,20")
     p.add_argument("--min-bucket-count", type=int, default=10,
                    help="report: mask time buckets with fewer items than this (default: 10)")
     p.set_defaults(func=replay)
@@ -123,6 +123,9 @@ def replay(args: argparse.Namespace) -> int:
           f"sentiment {acc['sentiment']['accuracy']}; report: {args.out / 'report.html'}")
     scores = summary["alert_quality"]["scores"]
     truth = summary["alert_quality"]["truth"]
+    if not truth["coverage"]:
+        print("alert quality: the feed has no sentiment labels, so there is no ground truth to compare with")
+        return 0
     print(f"alert quality against the labelled surges ({truth['raised']} true surges; same definition on the "
           f"labels, {truth['coverage']} of items labelled, min_count {truth['min_count']}):")
     print(quality.format_rows([{"scope": scope, **figures} for scope, figures in scores.items()]))

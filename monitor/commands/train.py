@@ -1,34 +1,73 @@
 """``monitor train``: fine-tune the topic + sentiment classifier and write a checkpoint.
 
+From a backbone (default all-MiniLM-L6-v2; ``--backbone DIR``, which must hold every encoder
+weight: a monitor checkpoint or a partial directory is refused) with fresh heads, or with
+``--from CHECKPOINT`` from an existing model: the offline twin of one update of the live learner,
+with the same options and defaults (``--method``, ``--replay-ratio``, ``--distill-weight``, frozen
+layers...), replaying the checkpoint's replay seed (or ``--replay-from FILE``), with the
+checkpoint's label sets and truncation length.
+
 Reads every ``--data`` file (partial labels are fine: PhraseBank has only sentiment, the Twitter
 topic set only topics), holds out a stratified ``--val-fraction`` for early stopping (or uses
 ``--val-data``), trains with ``monitor.learn.fit`` and writes the checkpoint directory ``--out``
-atomically. Exit codes: 0 ok, 1 training diverged, 2 unreadable input or bad options.
+atomically, with ``replay_seed.jsonl``: ``--replay-per-class`` examples of each class of its
+training data, which seed the learner's replay buffer when the model enters a registry. Exit
+codes: 0 ok, 1 training diverged, 2 unreadable input or bad options.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
+import random
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoTokenizer
 
 from monitor.commands.eval import format_report
 from monitor.datasets import FORMATS, DataError, fingerprint, parse_data_arg, read_labelled, sample, split_examples
 from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
 from monitor.learn.evaluate import evaluate
+from monitor.learn.losses import OnlineEWC
+from monitor.learn.settings import METHODS, TrainSettings
 from monitor.learn.trainer import TrainConfig, TrainingDiverged, fit
-from monitor.model.backbone import default_backbone
-from monitor.model.checkpoint import CheckpointMeta, new_version_id, save_checkpoint
+from monitor.learn.warmstart import DEFAULT_PER_CLASS, read_seed, seed_registry, write_seed
+from monitor.model.backbone import default_backbone, load_encoder
+from monitor.model.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    LoadedModel,
+    load_checkpoint,
+    new_version_id,
+    save_checkpoint,
+)
 from monitor.model.network import MultiTaskClassifier
 from monitor.records import Example
+from monitor.registry import is_registry
 
 __all__ = ["add_parser", "read_topics"]
 
 _DEFAULTS = TrainConfig()
+_LEARNER = TrainSettings()
+#: Options of a training run: (name, type, help); default None = TrainConfig's, or the learner's with --from.
+_RUN_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("epochs", int, "passes over the data"),
+    ("batch_size", int, "examples per step"),
+    ("lr_encoder", float, "peak encoder learning rate"),
+    ("lr_head", float, "peak head learning rate"),
+    ("freeze_layers", int, "freeze the lowest N encoder layers"),
+    ("patience", int, "epochs without improvement before stopping"),
+)
+#: Options of --from only (the update's protection against forgetting), defaults from the learner.
+_UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("replay_ratio", float, "replay examples per new example"),
+    ("distill_weight", float, "weight of the distillation from the --from model"),
+    ("distill_temperature", float, "distillation temperature"),
+    ("ewc_lambda", float, "EWC penalty weight (method ewc)"),
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -57,34 +96,41 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--backbone", type=Path, metavar="DIR", help="local BERT dir (default: all-MiniLM-L6-v2)")
+    p.add_argument("--from", dest="from_checkpoint", type=Path, metavar="CHECKPOINT",
+                   help="fine-tune this checkpoint (an offline learner update) instead of a fresh model")
     p.add_argument("--topics", type=Path, metavar="FILE", help="topic names, one a line (default: the 20 built in)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held out for early stopping (default: 0.1)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help=f"held out for early stopping (default: 0.1; with --from: {_LEARNER.val_fraction})")
     p.add_argument("--max-examples", type=int, help="train on a seeded sample of at most N examples")
     p.add_argument("--version", help="version id to record (default: a new timestamped id)")
-    p.add_argument("--parent", help="version this model was trained from (recorded in meta.json)")
+    p.add_argument("--parent", help="version this model was trained from (default: the --from version)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for name, kind, help_text in (
-        ("epochs", int, "passes over the data"),
-        ("batch_size", int, "examples per step"),
-        ("lr_encoder", float, "peak encoder learning rate"),
-        ("lr_head", float, "peak head learning rate"),
-        ("max_length", int, "truncation length in tokens"),
-        ("freeze_layers", int, "freeze the lowest N encoder layers"),
-        ("patience", int, "epochs without improvement before stopping"),
-        ("seed", int, "seed of split, order, dropout and heads"),
-        ("max_seconds", float, "wall-clock budget in seconds"),
-        ("device", str, "cpu, cuda, cuda:N or auto"),
-    ):
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help=f"truncation length in tokens, recorded in meta.json and used by serving (default: "
+                        f"{_DEFAULTS.max_length}; with --from: the checkpoint's, which cannot change)")
+    for name, kind, help_text in _RUN_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                       help=f"{help_text} (default: {getattr(_DEFAULTS, name)}; "
+                            f"with --from: {getattr(_LEARNER, name)})")
+    for name, kind, help_text in (("seed", int, "seed of split, order, dropout and heads"),
+                                  ("max_seconds", float, "wall-clock budget in seconds"),
+                                  ("device", str, "cpu, cuda, cuda:N or auto")):
         default = getattr(_DEFAULTS, name)
-        p.add_argument(
-            f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{help_text} (default: {default})"
-        )
-    p.add_argument(
-        "--freeze-embeddings",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS.freeze_embeddings,
-        help=f"freeze the embedding layer (default: {_DEFAULTS.freeze_embeddings})",
-    )
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                       help=f"{help_text} (default: {default})")
+    p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"freeze the embedding layer (default: {_DEFAULTS.freeze_embeddings})")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help=f"with --from: what the update trains on and how it keeps old knowledge (default: "
+                        f"{_LEARNER.method}; see docs/continual-learning.md)")
+    for name, kind, help_text in _UPDATE_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                       help=f"with --from: {help_text} (default: {getattr(_LEARNER, name)})")
+    p.add_argument("--replay-from", metavar="FILE[:FORMAT]",
+                   help="with --from: replay these labelled examples (default: the checkpoint's replay_seed.jsonl)")
+    p.add_argument("--replay-per-class", type=int, default=DEFAULT_PER_CLASS, metavar="N",
+                   help="examples per class in the replay seed written with the checkpoint (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -105,32 +151,98 @@ def _read_all(values: list[str], topics: tuple[str, ...]) -> list[Example]:
     return examples
 
 
+def _option(args: argparse.Namespace, name: str, base: Any) -> Any:
+    value = getattr(args, name)
+    return getattr(base, name) if value is None else value
+
+
+def _settings(args: argparse.Namespace, parent: LoadedModel | None) -> tuple[TrainConfig, TrainSettings | None]:
+    """The training config (and, with --from, the update's settings) from the options; ValueError if bad."""
+    update_only = [f"--{n.replace('_', '-')}" for n, _, _ in _UPDATE_OPTIONS if getattr(args, n) is not None]
+    update_only += ["--method"] * (args.method is not None) + ["--replay-from"] * (args.replay_from is not None)
+    if parent is None:
+        if update_only:
+            raise ValueError(f"{', '.join(update_only)}: only with --from CHECKPOINT")
+        max_length = args.max_length or _DEFAULTS.max_length
+        values = {n: _option(args, n, _DEFAULTS) for n, _, _ in _RUN_OPTIONS}
+        freeze_embeddings = _option(args, "freeze_embeddings", _DEFAULTS)
+        ts = None
+    else:
+        if args.backbone or args.topics:
+            raise ValueError("--backbone and --topics: not with --from (the checkpoint has its encoder and labels)")
+        max_length = parent.meta.max_length
+        if args.max_length is not None and args.max_length != max_length:
+            raise ValueError(f"--max-length {args.max_length}: the checkpoint's truncation length is {max_length}; "
+                             "one model has one length (serving uses it too)")
+        fields = {n: getattr(args, n) for n in (*(o[0] for o in _RUN_OPTIONS + _UPDATE_OPTIONS), "method",
+                                                "freeze_embeddings", "val_fraction") if getattr(args, n) is not None}
+        ts = TrainSettings(**fields)  # a pydantic ValidationError is a ValueError
+        values = {n: getattr(ts, n) for n, _, _ in _RUN_OPTIONS}
+        freeze_embeddings = ts.freeze_embeddings
+    cfg = TrainConfig(**values, max_length=max_length, freeze_embeddings=freeze_embeddings, seed=args.seed,
+                      max_seconds=args.max_seconds, device=args.device,
+                      distill_weight=ts.distill_weight if ts else _DEFAULTS.distill_weight,
+                      distill_temperature=ts.distill_temperature if ts else _DEFAULTS.distill_temperature,
+                      ewc_lambda=ts.ewc_lambda if ts else _DEFAULTS.ewc_lambda)
+    return cfg, ts
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in cfg_fields})
-        if not 0.0 <= args.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        parent = load_checkpoint(args.from_checkpoint) if args.from_checkpoint else None
+        cfg, ts = _settings(args, parent)
+        val_fraction = args.val_fraction if args.val_fraction is not None else (ts.val_fraction if ts else 0.1)
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        if args.replay_per_class < 1:
+            raise ValueError(f"--replay-per-class must be >= 1, got {args.replay_per_class}")
         if args.out.exists() and not args.overwrite:
             raise ValueError(f"{args.out} exists; pass --overwrite to replace it")
-        topics = read_topics(args.topics) if args.topics else DEFAULT_TOPICS
+        if parent is not None:
+            topics = parent.meta.topics
+        else:
+            topics = read_topics(args.topics) if args.topics else DEFAULT_TOPICS
         examples = _read_all(args.data, topics)
-        backbone = args.backbone or default_backbone()
-    except (ValueError, OSError) as exc:  # DataError is a ValueError
+        pool: list[Example] = []
+        if parent is not None:
+            pool = (_read_all([args.replay_from], topics) if args.replay_from
+                    else read_seed(args.from_checkpoint)[1])
+        backbone = (args.backbone or default_backbone()) if parent is None else Path(parent.meta.backbone)
+        tokenizer: Any
+        if parent is None:
+            model = MultiTaskClassifier(load_encoder(backbone), topics, SENTIMENTS)
+            tokenizer = AutoTokenizer.from_pretrained(str(backbone), local_files_only=True)
+        else:
+            model, tokenizer = parent.model, parent.tokenizer
+    except (ValueError, OSError, CheckpointError) as exc:  # DataError and BackboneError are ValueErrors
         print(f"monitor train: {exc}", file=sys.stderr)
         return 2
     if args.max_examples:
         examples = sample(examples, args.max_examples, seed=cfg.seed)
+    teacher, penalty, replay = None, None, []
+    if parent is not None and ts is not None:
+        if ts.method in ("replay", "replay_distill"):
+            n = min(len(pool), round(ts.replay_ratio * len(examples)))
+            replay = random.Random(cfg.seed).sample(pool, n)
+        if ts.method == "replay_distill":
+            teacher = copy.deepcopy(model)
+        if ts.method == "ewc":
+            penalty = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=cfg.max_length, seed=cfg.seed)
+            penalty.consolidate(model, pool or examples)
+        print(f"fine-tuning {parent.meta.version} ({ts.method}): {len(examples)} new + {len(replay)} replay "
+              f"examples (of {len(pool)})", file=sys.stderr)
+    data = examples + replay
     if args.val_data:
-        train, val = examples, _read_all(args.val_data, topics)
+        train, val = data, _read_all(args.val_data, topics)
     else:
-        train, val = split_examples(examples, args.val_fraction, seed=cfg.seed)
+        train, val = split_examples(data, val_fraction, seed=cfg.seed)
     print(f"training on {len(train)} examples, validating on {len(val)}; backbone {backbone}", file=sys.stderr)
-
-    model = MultiTaskClassifier.from_backbone(backbone, topics, SENTIMENTS)
-    tokenizer = AutoTokenizer.from_pretrained(str(backbone), local_files_only=True)
     try:
-        result = fit(model, tokenizer, train, val, cfg, progress=not args.no_progress)
+        result = fit(model, tokenizer, train, val, cfg, teacher=teacher, ewc=penalty, progress=not args.no_progress)
     except TrainingDiverged as exc:
         print(f"monitor train: training diverged: {exc}", file=sys.stderr)
         return 1
@@ -142,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
         "stop_reason": result.stop_reason,
         "val_examples": len(val),
     }
+    if ts is not None:
+        metrics.update(method=ts.method, new_examples=len(examples), replay_examples=len(replay))
     report = evaluate(model, val, tokenizer, max_length=cfg.max_length) if val else None
     if report is not None and report.heads:
         metrics["val_macro_f1"] = report.macro_f1
@@ -150,18 +264,25 @@ def run(args: argparse.Namespace) -> int:
             metrics[f"val_{name}_macro_f1"] = head.macro_f1
     meta = CheckpointMeta(
         version=args.version or new_version_id(),
-        parent=args.parent,
+        parent=args.parent or (parent.meta.version if parent else None),
         backbone=str(backbone),
         topics=model.topics,
         sentiments=model.sentiments,
         data_fingerprint=fingerprint(train),
         metrics=metrics,
-        train_config=cfg.to_dict(),
+        train_config={**cfg.to_dict(), **(ts.model_dump() if ts else {})},
+        dropout=parent.meta.dropout if parent else 0.1,
+        max_length=cfg.max_length,
     )
     save_checkpoint(model, tokenizer, meta, args.out, overwrite=args.overwrite)
+    # The seed samples what the model knows: its training data, and with --from the old domain's seed too.
+    seed = write_seed(args.out, (examples + pool) if parent else train, args.replay_per_class, seed=cfg.seed,
+                      source="monitor train", data_fingerprint=meta.data_fingerprint)
     if report is not None:
         print(format_report(report))
-    print(
-        f"wrote {meta.version} to {args.out} ({result.epochs_run} epochs, {result.seconds:.0f} s, {result.stop_reason})"
-    )
+    print(f"wrote {meta.version} to {args.out} ({result.epochs_run} epochs, {result.seconds:.0f} s, "
+          f"{result.stop_reason}); replay seed {seed}")
+    if args.out.parent.name == "versions" and is_registry(args.out.parent.parent):
+        added, buffer = seed_registry(args.out.parent.parent, meta.version)
+        print(f"seeded the registry's replay buffer {buffer} with {added} examples")
     return 0

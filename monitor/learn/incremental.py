@@ -31,6 +31,7 @@ import copy
 import hashlib
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -220,7 +221,8 @@ def retrain(
             train_config=cfg.to_dict(), dropout=loaded.meta.dropout, max_length=max_length,
         )
         save_checkpoint(model, tokenizer, meta, registry.path(version))
-        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}")
+        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}",
+                   data_fingerprint=meta.data_fingerprint)
         passed = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)
@@ -246,6 +248,7 @@ def publish(registry: ModelRegistry, passed: RunResult) -> RunResult:
     current = registry.current_version()
     if current != passed.parent:
         reason = f"serving version changed during training (now {current})"
+        shutil.rmtree(registry.path(passed.version), ignore_errors=True)  # rejected challengers are not kept
         registry.record("rejected", passed.version, reason=reason, **details, gate=passed.numbers)
         return RunResult("rejected", passed.version, passed.parent, reason, passed.seconds, passed.numbers,
                          passed.fit, passed.details)

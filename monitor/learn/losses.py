@@ -64,9 +64,17 @@ class OnlineEWC:
 
     ``consolidate(model, examples)`` estimates the diagonal Fisher information of the current
     weights on ``examples`` and folds it in, ``F <- gamma * F + F_new``, then anchors at the
-    current weights. ``penalty(model)`` is ``0.5 * sum(F * (theta - theta_anchor)**2)`` over the
-    trainable parameters (0 before the first consolidation); the trainer scales it by
-    ``TrainConfig.ewc_lambda``.
+    current weights. ``penalty(model)`` is ``0.5 * sum(F_norm * (theta - theta_anchor)**2)`` over
+    the trainable parameters, with ``F_norm = F / mean(F)`` (0 before the first consolidation);
+    the trainer scales it by ``TrainConfig.ewc_lambda``.
+
+    **Normalisation.** The raw Fisher's scale depends on the model and its data: squared gradients
+    of a confident model are tiny, so a fixed lambda on the raw Fisher did nothing in one model
+    (EWC at lambda 100 matched naive fine-tuning to the last digit) and everything in another.
+    Divided by its mean, the Fisher says only which weights matter *relative to the others*: the
+    penalty pulls each weight back towards its anchor with the force ``lambda * F_norm_i *
+    (theta_i - anchor_i)``, so lambda is the strength of an L2 pull on a weight of average
+    importance, the same for any model, any data and any number of parameters.
 
     The Fisher uses labels *sampled from the model's own predictions* (the true Fisher, so
     unlabelled examples count too) for both heads. Gradients come from micro-batches of size B:
@@ -87,6 +95,7 @@ class OnlineEWC:
         self._fisher: dict[str, Tensor] = {}
         self._anchor: dict[str, Tensor] = {}
         self._consolidations = 0
+        self._scale = 1.0  # mean(F): the penalty's normaliser
 
     @property
     def consolidations(self) -> int:
@@ -129,10 +138,18 @@ class OnlineEWC:
             previous = self._fisher.get(name)
             self._fisher[name] = update if previous is None else self.gamma * previous.to(device) + update
             self._anchor[name] = parameter.detach().clone()
+        elements = sum(f.numel() for f in self._fisher.values())
+        mean = sum(float(f.sum()) for f in self._fisher.values()) / max(1, elements)
+        self._scale = mean if mean > 0 else 1.0
         self._consolidations += 1
 
+    @property
+    def mean_fisher(self) -> float:
+        """Mean of the raw running Fisher over its elements (0 before the first consolidation)."""
+        return self._scale if self._consolidations else 0.0
+
     def penalty(self, model: MultiTaskClassifier) -> Tensor:
-        """``0.5 * sum F (theta - anchor)^2``; differentiable in the model's parameters."""
+        """``0.5 * sum F_norm (theta - anchor)^2`` (class docstring); differentiable in the parameters."""
         device = next(model.parameters()).device
         total = torch.zeros((), device=device)
         for name, parameter in model.named_parameters():
@@ -141,4 +158,4 @@ class OnlineEWC:
                 continue
             anchor = self._anchor[name]
             total = total + (fisher.to(device) * (parameter - anchor.to(device)) ** 2).sum()
-        return 0.5 * total
+        return 0.5 * total / self._scale

@@ -36,7 +36,7 @@ from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
 from monitor.learn.incremental import EwcMemory, FitFn, RunInput, RunResult, publish, retrain
-from monitor.learn.joins import JoinCache, Seen, label_request
+from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
 from monitor.learn.policy import decide
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.learn.trainer import fit
@@ -72,6 +72,7 @@ class OnlineLearner:
         version_name: Callable[[int], str] | None = None,
         save_state: bool = True,
         event_time: bool = False,
+        joins: JoinCache | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -97,7 +98,7 @@ class OnlineLearner:
         self._new_labels = int(header.get("new_labels", 0))
         self._drift: str | None = header.get("drift")
         self._runs = int(header.get("runs", 0))
-        self.cache = JoinCache(settings.drift.join_cache_size)
+        self.cache = joins if joins is not None else JoinCache(settings.drift.join_cache_size)
         self._requests: deque[tuple[str, bytes]] = deque(maxlen=max(1, 10 * settings.drift.label_requests))
         d = settings.drift
         self.drift = DriftTracker(d.detector, d.detector_params, d.label_free_detector, d.label_free_detector_params,
@@ -112,6 +113,7 @@ class OnlineLearner:
         self._held: RunResult | None = None  # event time: passed the gate, serves once its duration has passed
         self._run_started: float = 0.0  # clock time the run in flight started
         self._last_result: RunResult | None = None
+        self._last_started: float | None = None
         self._last_end: float | None = None
         self._in_run: set[tuple[str, str, str]] = set()
         self._run_trigger: tuple[str | None, int] = (None, 0)  # drift signal and new labels of the run in flight
@@ -133,6 +135,11 @@ class OnlineLearner:
     def last_result(self) -> RunResult | None:
         """The outcome of the last finished run (picked up by ``persist``)."""
         return self._last_result
+
+    @property
+    def last_run_started(self) -> float | None:
+        """Clock time (event time in a replay) the last finished run started; None before any."""
+        return self._last_started
 
     @property
     def pending_drift(self) -> str | None:
@@ -313,6 +320,7 @@ class OnlineLearner:
         if result is None:
             return
         self._last_result = result
+        self._last_started = self._run_started
         self._last_end = self._clock()
         if result.outcome == "promoted":  # the window went into the new model; keep what came since
             for key in self._in_run:
@@ -361,6 +369,10 @@ def build_learner(
         raise ConfigError(f"learning.settings.freeze_layers: {settings.train.freeze_layers} is more than the "
                           f"{layers} encoder layers of the serving model {version}")
     state_dir = Path(settings.buffer.state_dir) if settings.buffer.state_dir else path / "learner"
+    store = config.learning  # durable label joins (monitor.learn.joins); a replay keeps them in memory
+    size = settings.drift.join_cache_size if "join_cache_size" in store.settings else store.label_store_max_items
+    joins = JoinCache(size, store.label_store_path or state_dir / JOINS_FILE,
+                      retention_s=store.label_retention_s) if save_state else None
     return OnlineLearner(settings, registry, metrics, state_dir=state_dir, topics=meta.topics,
                          sentiments=meta.sentiments, device=config.model.device, clock=clock, fit_fn=fit_fn,
-                         version_name=version_name, save_state=save_state, event_time=event_time)
+                         version_name=version_name, save_state=save_state, event_time=event_time, joins=joins)

@@ -106,7 +106,7 @@ class BufferSettings(_Group):
     """Where the replay buffer is persisted; empty = <model.path>/learner (one learning instance per directory)."""
     buffer_size: int = 2000
     """Capacity of the class- and stratum-balanced replay reservoir."""
-    holdout_fraction: float = 0.2
+    holdout_fraction: float = 0.1
     """Share of labelled examples set aside (by a hash of the text) as the never-trained forgetting holdout."""
     holdout_size: int = 1000
     """Capacity of the (equally balanced) forgetting holdout."""
@@ -162,7 +162,7 @@ class TrainSettings(_Group):
     """Replay examples drawn per new training example (replay methods)."""
     distill_temperature: float = 2.0
     """Softening temperature of the distillation from the serving model."""
-    distill_weight: float = 0.5
+    distill_weight: float = 1.0
     """Weight of the distillation term (LwF on every example: high values resist learning a changed rule)."""
     ewc_lambda: float = 100.0
     """Weight of the EWC penalty (method ewc), on a Fisher normalised to mean 1 (see docs)."""
@@ -172,7 +172,7 @@ class TrainSettings(_Group):
     """Freeze the token embeddings while retraining."""
     freeze_layers: int = 2
     """Freeze the lowest N encoder layers while retraining (at most the model's layer count)."""
-    epochs: int = 3
+    epochs: int = 4
     """Passes over the training set (early stopping may end sooner)."""
     batch_size: int = 16
     """Training batch size."""
@@ -204,7 +204,7 @@ class TrainSettings(_Group):
 class GateSettings(_Group):
     gate_enabled: bool = True
     """false: every challenger that trains is promoted, its gate numbers still recorded (for benchmarks only)."""
-    gate_fraction: float = 0.25
+    gate_fraction: float = 0.2
     """Share of the new labels (chosen by a hash of the text, never trained on) the gate compares the models on."""
     min_gate_examples: int = 20
     """Fewest gate examples the gate decides on (fewer: rejected)."""

@@ -20,6 +20,7 @@ source with no event time (``twitter_topic@?``), so the gate tests forgetting on
 separately from the stream.
 
     >>> data = [Example(f"t{i}", topic="A" if i % 4 else "B", source="s1" if i % 2 else "s2") for i in range(40)]
+    >>> from collections import Counter
     >>> picked = balanced_sample(data, per_class=6)
     >>> sorted(Counter((e.topic, e.source) for e in picked).items())
     [(('A', 's1'), 3), (('A', 's2'), 3), (('B', 's2'), 6)]
@@ -28,7 +29,7 @@ separately from the stream.
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ from monitor.datasets import fingerprint
 from monitor.learn.buffer import ReplayBuffer, example_key, load_examples, save_examples
 from monitor.records import Example
 
-__all__ = ["DEFAULT_PER_CLASS", "SEED_FILE", "balanced_sample", "read_seed", "seed_buffer", "seed_registry",
-           "write_seed"]
+__all__ = ["DEFAULT_PER_CLASS", "SEED_FILE", "balanced_sample", "read_replay_file", "read_seed", "seed_buffer",
+           "seed_registry", "write_seed"]
 
 SEED_FILE = "replay_seed.jsonl"
 #: Examples per class of each head in a seed (``monitor train --replay-per-class``).
@@ -70,11 +71,14 @@ def balanced_sample(examples: Sequence[Example], per_class: int, seed: int = 0) 
 
 
 def write_seed(directory: Path | str, examples: Sequence[Example], per_class: int = DEFAULT_PER_CLASS,
-               seed: int = 0, source: str = "training data") -> Path:
-    """Write the seed of a model trained on ``examples`` into its checkpoint ``directory``."""
+               seed: int = 0, source: str = "training data", data_fingerprint: str = "") -> Path:
+    """Write the seed of a model trained on ``examples`` into its checkpoint ``directory``.
+
+    ``data_fingerprint``: the checkpoint's ``meta.data_fingerprint`` (default: that of ``examples``).
+    """
     picked = balanced_sample(examples, per_class, seed)
     path = Path(directory) / SEED_FILE
-    header = {"kind": "replay-seed", "fingerprint": fingerprint(examples), "per_class": per_class,
+    header = {"kind": "replay-seed", "fingerprint": data_fingerprint or fingerprint(examples), "per_class": per_class,
               "examples": len(picked), "of": len(examples), "from": source}
     save_examples(path, picked, header)
     return path
@@ -119,6 +123,12 @@ def seed_registry(root: Path | str, version: str, *, replay_from: Sequence[Examp
     return added, path
 
 
-def seed_counts(examples: Sequence[Example]) -> dict[str, int]:
-    """Examples per source (for messages)."""
-    return dict(Counter(e.source for e in examples))
+def read_replay_file(value: str, topics: Sequence[str]) -> list[Example]:
+    """The labelled examples of a ``FILE[:FORMAT]`` option (``--replay-from``); ``DataError`` if unreadable."""
+    from monitor.datasets import DataError, parse_data_arg, read_labelled
+
+    path, fmt = parse_data_arg(value)
+    examples = read_labelled(path, fmt, topics=topics)
+    if not examples:
+        raise DataError(f"{path}: no labelled examples to replay")
+    return examples

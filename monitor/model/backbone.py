@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import BertConfig, BertModel
+from transformers import AutoModel, BertConfig, BertModel, PreTrainedModel
 
-__all__ = ["TINY_VOCAB_WORDS", "default_backbone", "tiny_backbone"]
+__all__ = ["TINY_VOCAB_WORDS", "BackboneError", "default_backbone", "load_encoder", "tiny_backbone"]
 
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -41,6 +41,33 @@ TINY_VOCAB_WORDS: tuple[str, ...] = tuple(_VOCAB_TEXT.split())
 # The fast (Rust) WordPiece tokenizer: ``BertTokenizer`` itself in transformers 5, ``...Fast`` in 4.x.
 _BertTokenizerFast = getattr(transformers, "BertTokenizerFast", transformers.BertTokenizer)
 _PUNCTUATION = tuple(".,;:!?$%&'\"()-/+#@0123456789")
+
+
+class BackboneError(ValueError):
+    """A directory that is not a usable pretrained encoder (``monitor train --backbone``)."""
+
+
+def load_encoder(path: Path | str) -> PreTrainedModel:
+    """The pretrained encoder in ``path``, every weight loaded; otherwise ``BackboneError`` says why.
+
+    ``from_pretrained`` alone initialises missing weights at random and only warns: a monitor
+    checkpoint (encoder weights stored under ``encoder.``) given as a backbone used to train from a
+    random encoder and exit 0. A monitor checkpoint is refused (fine-tune it with ``--from``), and
+    so is any directory whose files lack encoder weights (the unused pooler aside).
+    """
+    path = Path(path)
+    if (path / "meta.json").is_file() and (path / "config.json").is_file():
+        raise BackboneError(f"{path} is a monitor checkpoint, not a pretrained backbone: to fine-tune it, pass "
+                            f"--from {path} (its encoder and heads are loaded, and its replay seed is replayed)")
+    if not (path / "config.json").is_file():
+        raise BackboneError(f"{path} is not a Hugging Face model directory (no config.json)")
+    encoder, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+    missing = sorted(k for k in info.get("missing_keys", []) if not k.startswith("pooler."))
+    if missing:
+        total = len(encoder.state_dict())
+        raise BackboneError(f"{path}: {len(missing)} of {total} encoder weights are not in its files (e.g. "
+                            f"{', '.join(missing[:3])}): they would start at random; not a usable backbone")
+    return encoder
 
 
 def default_backbone() -> Path:

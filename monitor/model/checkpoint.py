@@ -10,7 +10,12 @@ Layout of a checkpoint directory::
 ``save_checkpoint`` fills a temporary sibling directory and renames it into place, so a crash at
 any point leaves either the previous state or the complete new one, never a half-written model.
 ``load_checkpoint`` refuses directories without ``meta.json`` and pickle-based weight files
-(``torch.load`` on an untrusted file can run arbitrary code).
+(``torch.load`` on an untrusted file can run arbitrary code). ``validate_checkpoint`` checks a
+directory without building the model (what ``monitor model add``/``rollback`` and the registry
+do before a version may serve): ``meta.json`` is JSON with the schema below, the weights file
+is safetensors (its header parses and its tensors fit the file), the heads' output sizes match
+the label sets, and ``config.json`` and a tokenizer are present. Every problem, in either
+function, is a ``CheckpointError`` that says what is wrong.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import secrets
 import shutil
+import struct
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,7 +43,9 @@ __all__ = [
     "LoadedModel",
     "load_checkpoint",
     "new_version_id",
+    "read_meta",
     "save_checkpoint",
+    "validate_checkpoint",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -87,9 +95,39 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any]) -> CheckpointMeta:
+        """Build from ``meta.json``'s object; ``CheckpointError`` naming the field on any schema problem."""
+        if not isinstance(body, Mapping):
+            raise CheckpointError(f"expected a JSON object, got {type(body).__name__}")
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
-        known["topics"] = tuple(known["topics"])
-        known["sentiments"] = tuple(known["sentiments"])
+        for key in ("version", "backbone", "data_fingerprint", "topics", "sentiments"):
+            if key not in known:
+                raise CheckpointError(f"'{key}' is missing")
+        for key in ("version", "backbone", "data_fingerprint", "created_at"):
+            if key in known and not isinstance(known[key], str):
+                raise CheckpointError(f"'{key}' must be a string")
+        if not known["version"].strip():
+            raise CheckpointError("'version' is empty")
+        if known.get("parent") is not None and not isinstance(known["parent"], str):
+            raise CheckpointError("'parent' must be a string or null")
+        for key in ("topics", "sentiments"):
+            labels = known[key]
+            if not isinstance(labels, list | tuple) or not labels or not all(isinstance(x, str) for x in labels):
+                raise CheckpointError(f"'{key}' must be a non-empty list of strings")
+            if len(set(labels)) != len(labels):
+                raise CheckpointError(f"'{key}' has duplicates")
+            known[key] = tuple(labels)
+        for key in ("metrics", "train_config"):
+            if key in known and not isinstance(known[key], Mapping):
+                raise CheckpointError(f"'{key}' must be an object")
+        if "dropout" in known and (not isinstance(known["dropout"], int | float) or not 0 <= known["dropout"] < 1):
+            raise CheckpointError("'dropout' must be a number in [0, 1)")
+        if "format" in known and (not isinstance(known["format"], int) or isinstance(known["format"], bool)):
+            raise CheckpointError("'format' must be an integer")
+        if "created_at" in known:
+            try:
+                datetime.fromisoformat(known["created_at"])
+            except ValueError:
+                raise CheckpointError(f"'created_at' {known['created_at']!r} is not ISO 8601") from None
         return cls(**known)
 
     @property
@@ -151,8 +189,54 @@ def save_checkpoint(
     return dest
 
 
-def load_checkpoint(path: Path | str, device: str = "cpu") -> LoadedModel:
-    """Load a complete checkpoint written by :func:`save_checkpoint` (safetensors only)."""
+def read_meta(path: Path | str) -> CheckpointMeta:
+    """The ``meta.json`` of the checkpoint directory ``path``; ``CheckpointError`` if absent or invalid."""
+    meta_file = Path(path) / META_FILE
+    if not meta_file.is_file():
+        raise CheckpointError(f"{path} has no {META_FILE}: incomplete checkpoint (interrupted write?)")
+    try:
+        body = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{meta_file} is not readable JSON: {exc}") from None
+    try:
+        meta = CheckpointMeta.from_dict(body)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{meta_file} is not valid checkpoint metadata: {exc}") from None
+    if meta.format > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {meta.format}; this code reads <= {FORMAT_VERSION}")
+    return meta
+
+
+def _safetensors_header(weights: Path) -> dict[str, Any]:
+    """The tensor table of a safetensors file, checked against the file's size (no tensor is read)."""
+    size = weights.stat().st_size
+    with weights.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{weights} is not a safetensors file (only {size} bytes)")
+        (length,) = struct.unpack("<Q", head)
+        if length < 2 or 8 + length > size or length > 100_000_000:
+            raise CheckpointError(f"{weights} is not a safetensors file (a pickle or a truncated file?)")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{weights} has a corrupt safetensors header: {exc}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{weights} has a corrupt safetensors header")
+    data = size - 8 - length
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, entry in tensors.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not isinstance(shape, list)
+                or not all(isinstance(o, int) for o in offsets) or not 0 <= offsets[0] <= offsets[1] <= data):
+            raise CheckpointError(f"{weights}: tensor {name!r} lies outside the file (truncated or corrupt)")
+    return tensors
+
+
+def validate_checkpoint(path: Path | str) -> CheckpointMeta:
+    """Check that ``path`` is a checkpoint that loads (without loading it); return its metadata."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory")
@@ -165,20 +249,36 @@ def load_checkpoint(path: Path | str, device: str = "cpu") -> LoadedModel:
                 "arbitrary code; convert to safetensors (model.safetensors)"
             )
         raise CheckpointError(f"{path} has no {WEIGHTS_FILE}")
-    if not (path / META_FILE).is_file():
-        raise CheckpointError(f"{path} has no {META_FILE}: incomplete checkpoint (interrupted write?)")
+    meta = read_meta(path)
+    tensors = _safetensors_header(weights)
+    for head, labels in (("topic_head", meta.topics), ("sentiment_head", meta.sentiments)):
+        entry = tensors.get(f"{head}.weight")
+        if entry is None:
+            raise CheckpointError(f"{weights} has no {head} weights: not a monitor checkpoint")
+        if not entry["shape"] or entry["shape"][0] != len(labels):
+            raise CheckpointError(f"{weights}: {head} has {entry['shape'][:1]} outputs but {META_FILE} lists "
+                                  f"{len(labels)} labels")
     try:
-        meta = CheckpointMeta.from_dict(json.loads((path / META_FILE).read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path / META_FILE} is not valid checkpoint metadata: {exc}") from exc
-    if meta.format > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {meta.format}; this code reads <= {FORMAT_VERSION}")
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}/config.json (the encoder config) is missing or not JSON: {exc}") from None
+    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise CheckpointError(f"{path} has no tokenizer files")
+    return meta
 
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    encoder = AutoModel.from_config(config)
-    model = MultiTaskClassifier(encoder, meta.topics, meta.sentiments, dropout=meta.dropout)
-    model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+def load_checkpoint(path: Path | str, device: str = "cpu") -> LoadedModel:
+    """Load a complete checkpoint written by :func:`save_checkpoint` (safetensors only)."""
+    meta = validate_checkpoint(path)
+    path = Path(path)
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        encoder = AutoModel.from_config(config)
+        model = MultiTaskClassifier(encoder, meta.topics, meta.sentiments, dropout=meta.dropout)
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"), strict=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # safetensors, transformers and torch each raise their own kinds
+        raise CheckpointError(f"{path} does not load: {type(exc).__name__}: {str(exc)[:500]}") from exc
     return LoadedModel(model.to(device).eval(), tokenizer, meta)
 
 

@@ -12,10 +12,13 @@ the clock a replayed learner runs its policy on, and records:
   and label requests, each stamped with the event time (wall-clock durations are left out, so
   that two replays record the same events).
 
-With ``synchronous=True`` (replays) a training run that ``persist`` starts is waited for, and
-picked up by a second ``persist``, before the call returns: the run completes at a fixed point of
-the event stream (after the batch that triggered it, before the next), instead of whenever a
-background thread happens to finish, and the promoted model serves from the next batch on.
+With ``synchronous=True`` (replays) a training run that ``persist`` starts is waited for before
+the call returns, so its outcome does not depend on when a background thread happens to finish.
+The learner (built with ``event_time=True``) then holds the outcome until the event clock has
+passed the run's start plus its duration (``backtest_training_s``, or the measured wall time of
+the run), as it would live: the items of that stretch are still classified by the old model, and
+the promoted model serves from the first batch after it. The ``training`` event is stamped with
+that time and carries ``started_at_s``, the event time the run started.
 """
 
 from __future__ import annotations
@@ -107,7 +110,9 @@ class LearnerTap:
         result = getattr(self.inner, "last_result", None)
         if result is not None and result is not self._result:
             self._result = result
+            started = getattr(self.inner, "last_run_started", None)
             self._event("training", outcome=getattr(result, "outcome", ""), version=getattr(result, "version", ""),
+                        started_at_s=None if started is None else round(started, 3),
                         parent=getattr(result, "parent", ""), reason=getattr(result, "reason", ""),
                         gate=_without_wall_clock(getattr(result, "numbers", {})),
                         fit=_without_wall_clock(getattr(result, "fit", {})))

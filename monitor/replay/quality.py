@@ -43,9 +43,8 @@ __all__ = ["DEFAULT_GRID", "SCOPES", "Span", "alert_spans", "model_alerts", "par
            "truth_alerts", "truth_config"]
 
 SCOPES = ("topic", "ticker", "all")
-#: The grid ``monitor replay --sweep`` runs without a spec: 3 x 2 x 2 = 12 settings around the config.
-DEFAULT_GRID: dict[str, tuple[float, ...]] = {"ratio": (1.5, 2.0, 3.0), "min_delta": (0.1, 0.2),
-                                              "hold_seconds": (900.0, 1800.0)}
+#: The grid ``monitor replay --sweep`` runs without a spec: 3 x 3 = 9 settings (the others: the config's).
+DEFAULT_GRID: dict[str, tuple[float, ...]] = {"ratio": (1.5, 2.0, 3.0), "min_count": (5.0, 10.0, 20.0)}
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,9 @@ def _overlap(a: Span, b: Span) -> bool:
     return a.scope == b.scope and a.key == b.key and a.start <= b.end and b.start <= a.end
 
 
-def score(model: Sequence[Span], truth: Sequence[Span]) -> dict[str, dict[str, Any]]:
-    """Precision, recall and detection delay per scope (module docstring)."""
+def score(model: Sequence[Span], truth: Sequence[Span], *, labelled: bool = True) -> dict[str, dict[str, Any]]:
+    """Precision, recall and detection delay per scope (module docstring); all ``None`` when the feed
+    has no labels (``labelled=False``: no ground truth, which is not the same as no true surge)."""
     out: dict[str, dict[str, Any]] = {}
     for scope in SCOPES:
         m = [s for s in model if scope in ("all", s.scope)]
@@ -126,7 +126,7 @@ def score(model: Sequence[Span], truth: Sequence[Span]) -> dict[str, dict[str, A
             "true_surges": len(t),
             "right": right,
             "caught": len(delays),
-            "precision": round(right / len(m), 4) if m else None,
+            "precision": round(right / len(m), 4) if m and labelled else None,
             "recall": round(len(delays) / len(t), 4) if t else None,
             "median_delay_s": round(statistics.median(delays), 1) if delays else None,
         }
@@ -154,7 +154,8 @@ def evaluate(predictions: Sequence[Prediction], labels: Mapping[str, Label], con
     found = list(model) if model is not None else model_alerts(predictions, config, watch_tickers, on_stats)
     truth = truth_alerts(predictions, labels, tcfg, watch_tickers, on_truth_stats)
     end = max((_ts(p.published_at) for p in predictions), default=0.0)
-    return Quality(config, tcfg, found, truth, score(alert_spans(found, end), alert_spans(truth, end)))
+    return Quality(config, tcfg, found, truth, score(alert_spans(found, end), alert_spans(truth, end),
+                                                     labelled=coverage > 0))
 
 
 def parse_grid(specs: Sequence[str]) -> dict[str, tuple[float, ...]]:

@@ -7,9 +7,9 @@ Sections (each an element with that ``id``):
 - ``alert-<n>``: one figure per alerted key: the negative share over ``alerts.window_seconds``
   at every check where it changed (the statistic the detector uses, at its resolution), its
   baseline, the raise and clear thresholds, the model's alert spans shaded red and the true
-  surges (ground truth) shaded green, and the window count against ``alerts.min_count`` (while
-  the count is under it the share is drawn faint: it cannot raise an alert); under it the volume
-  per bucket; it opens zoomed on the key's alerts (6 h either side);
+  surges (ground truth) as a green strip along the top, and the window count against
+  ``alerts.min_count`` (while the count is under it the share is drawn faint: it cannot raise an
+  alert); under it the volume per bucket; it opens zoomed on the key's alerts (6 h either side);
 - ``explorer``: the same figure for every topic and watch-listed ticker, chosen from a menu,
   with the volume per time bucket by predicted sentiment (buckets under ``min_bucket_count``
   items masked grey, so that a bucket of one item does not look like a trend);
@@ -43,6 +43,8 @@ FIGURES = {
 }
 SENTIMENT_COLOURS = {"negative": "#d62728", "neutral": "#9a9a9a", "positive": "#2ca02c"}
 MASKED = "#dddddd"
+DRIFT_COLOURS = {"sentiment_error": "#ff7f0e", "topic_error": "#8c564b", "confidence": "#9467bd",
+                 "sentiment_mix": "#e377c2"}
 #: Alert figures open zoomed on the key's alerts, this much event time either side (zoom out for the rest).
 ZOOM_PAD_S = 6 * 3600.0
 LINES = {"negative_share": ("negative share (window)", "#d62728", "solid"),
@@ -128,9 +130,13 @@ def _key_traces(data: ReportData, scope: str, key: str, *, legend: bool) -> list
                                    showlegend=legend, line={"color": colour, "dash": dash, "shape": "hv",
                                                             "width": 2 if column == "negative_share" else 1.4}),
                         "share"))
-        out.append((go.Scatter(x=stats["at"], y=stats["count"], name="items in window", mode="lines",
+        out.append((go.Scatter(x=stats["at"], y=stats["count"], name="items in window (right axis)", mode="lines",
                                legendgroup="count", showlegend=legend,
                                line={"color": "#555", "width": 1, "shape": "hv"}, opacity=0.6), "count"))
+        ends = [stats["at"].iloc[0], stats["at"].iloc[-1]]
+        out.append((go.Scatter(x=ends, y=[data.min_count] * 2, name=f"min_count {data.min_count} (right axis)",
+                               mode="lines", legendgroup="min_count", showlegend=legend,
+                               line={"color": "#555", "width": 1, "dash": "dot"}), "count"))
     buckets = _buckets(data, scope, key)
     if not buckets.empty:
         shown = buckets["count"] >= data.min_bucket_count
@@ -144,13 +150,17 @@ def _key_traces(data: ReportData, scope: str, key: str, *, legend: bool) -> list
 
 
 def _span_shapes(data: ReportData, scope: str, key: str) -> list[dict[str, Any]]:
+    """Model alerts: red over both panels; true surges: a green strip along the top of the statistic."""
     shapes = []
-    for spans, colour, opacity in ((data.truth_spans, "#2ca02c", 0.15), (data.model_spans, "#d62728", 0.18)):
-        for s in spans:
-            if s.scope == scope and s.key == key:
-                shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": _iso(s.start), "x1": _iso(s.end),
-                               "y0": 0.0, "y1": 1.0, "fillcolor": colour, "opacity": opacity, "line": {"width": 0},
-                               "layer": "below"})
+    for s in data.model_spans:
+        if (s.scope, s.key) == (scope, key):
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": _iso(s.start), "x1": _iso(s.end),
+                           "y0": 0.0, "y1": 1.0, "fillcolor": "#d62728", "opacity": 0.16, "line": {"width": 0},
+                           "layer": "below"})
+    for s in data.truth_spans:
+        if (s.scope, s.key) == (scope, key):
+            shapes.append({"type": "rect", "xref": "x", "yref": "y domain", "x0": _iso(s.start), "x1": _iso(s.end),
+                           "y0": 0.94, "y1": 1.0, "fillcolor": "#2ca02c", "opacity": 0.75, "line": {"width": 0}})
     return shapes
 
 
@@ -170,16 +180,22 @@ def _key_figure(data: ReportData, traces: list[tuple[Any, str]], title: str, hei
     fig.update_yaxes(title_text="items in window", rangemode="tozero", showgrid=False, row=1, col=1,
                      secondary_y=True)
     fig.update_yaxes(title_text=f"items per {data.bucket}", row=2, col=1)
-    fig.add_hline(y=data.min_count, line={"color": "#555", "dash": "dot", "width": 1}, row=1, col=1,
-                  secondary_y=True, annotation_text=f"min_count {data.min_count}", annotation_position="top left")
     return fig
 
 
 def _title(data: ReportData, scope: str, key: str) -> str:
     model = sum(1 for s in data.model_spans if (s.scope, s.key) == (scope, key))
     truth = sum(1 for s in data.truth_spans if (s.scope, s.key) == (scope, key))
-    return (f"{scope} <b>{html.escape(key)}</b>: {model} model alert(s) (red), {truth} true surge(s) (green) "
-            "- negative share with its baseline and raise/clear thresholds")
+    return (f"{scope} <b>{html.escape(key)}</b>: {model} model alert(s) (red), {truth} true surge(s) from the labels "
+            "(green strip) - negative share with its baseline and raise/clear thresholds")
+
+
+def _time_range(data: ReportData) -> tuple[float, float]:
+    """First and last ``published_at`` of the feed (Unix seconds)."""
+    p = data.predictions
+    if p.empty:
+        return float("-inf"), float("inf")
+    return float(p["published_at"].min().timestamp()), float(p["published_at"].max().timestamp())
 
 
 def alert_figures(data: ReportData) -> list[go.Figure]:
@@ -190,8 +206,9 @@ def alert_figures(data: ReportData) -> list[go.Figure]:
         fig = _key_figure(data, _key_traces(data, scope, key, legend=True), _title(data, scope, key))
         fig.update_layout(shapes=[*fig.layout.shapes, *_span_shapes(data, scope, key)])
         mine = [s for s in [*data.model_spans, *data.truth_spans] if (s.scope, s.key) == (scope, key)]
-        fig.update_xaxes(range=[_iso(min(s.start for s in mine) - ZOOM_PAD_S),
-                                _iso(max(s.end for s in mine) + ZOOM_PAD_S)])
+        first, last = _time_range(data)
+        fig.update_xaxes(range=[_iso(max(first, min(s.start for s in mine) - ZOOM_PAD_S)),
+                                _iso(min(last, max(s.end for s in mine) + ZOOM_PAD_S))])
         figures.append(fig)
     return figures
 
@@ -251,6 +268,8 @@ def prequential_figure(data: ReportData, window: int = 100) -> go.Figure:
         name = {"drift": f"drift ({e.get('signal')})", "model_swap": "promoted model serves (swap)"}.get(
             str(kind), f"training run: start and finish, {kind}")
         colour, dash = styles[str(kind)]
+        if kind == "drift":
+            colour = DRIFT_COLOURS.get(str(e.get("signal")), colour)
         marks.setdefault(name, (colour, dash, []))[2].extend([e["at"], e["at"], None])
     for name, (colour, dash, xs) in marks.items():
         ys = [v for _ in range(len(xs) // 3) for v in (0.0, 1.0, None)]

@@ -20,7 +20,7 @@ from typing import Any
 
 from monitor.config import MonitorConfig
 from monitor.replay import outputs, report
-from monitor.replay.engine import ModelSwapper, ReplayLog, build_pipeline, run_direct
+from monitor.replay.engine import ReplayLog, run_direct
 from monitor.replay.feeds import events_of, read_feeds
 from monitor.replay.learning import EventClock, LearnerTap, iso
 from monitor.replay.schedule import Pacer, plan_batches
@@ -140,9 +140,7 @@ def replay(config: MonitorConfig, options: ReplayOptions) -> dict[str, Any]:
         result = run_via_kafka(batches, config, learner=tap, pacer=pacer, progress=options.progress,
                                keep_topics=options.keep_topics)
     else:
-        pipeline = build_pipeline(config, predictor)
-        swap = ModelSwapper(config, pipeline.slot) if tap is not None else None
-        result = run_direct(batches, pipeline, learner=tap, swap=swap, pacer=pacer, progress=options.progress)
+        result = run_direct(batches, config, predictor, learner=tap, pacer=pacer, progress=options.progress)
     if len(result.predictions) != len(rows):
         raise RuntimeError(f"the replay produced {len(result.predictions)} predictions for {len(rows)} items")
     learning_events = tap.events if tap is not None else []

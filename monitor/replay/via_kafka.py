@@ -31,10 +31,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitor.config import MonitorConfig
-from monitor.records import Alert, NewsItem, Prediction
+from monitor.records import Alert, Prediction
 from monitor.replay.engine import ReplayLog, progress_bar
 from monitor.replay.learning import LearnerTap
 from monitor.replay.schedule import Batch, Pacer
+from monitor.stream.memory import item_body, label_body
 
 __all__ = ["replay_config", "run_via_kafka"]
 
@@ -60,20 +61,6 @@ def replay_config(config: MonitorConfig, run_id: str) -> MonitorConfig:
         create_topics=False,
     )
     return dataclasses.replace(config, kafka=kafka, batch=dataclasses.replace(config.batch, max_wait_ms=0))
-
-
-def _item_body(item: NewsItem) -> bytes:
-    body: dict[str, Any] = {"id": item.id, "text": item.text, "source": item.source,
-                            "published_at": item.published_at.isoformat(), "tickers": list(item.tickers),
-                            "kind": item.kind}
-    if item.lang is not None:
-        body["lang"] = item.lang
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
-
-
-def _label_body(event_label: Any) -> bytes:
-    body = {k: v for k, v in dataclasses.asdict(event_label).items() if v is not None}
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def _read_topic(config: MonitorConfig, topic: str) -> list[bytes]:
@@ -223,7 +210,7 @@ def run_via_kafka(
                 pacer.wait_until(batch.end)
                 topic = k.input_topics[0] if batch.kind == "items" else k.labels_topic
                 for e in batch.events:
-                    body = _item_body(e.item) if e.label is None else _label_body(e.label)
+                    body = item_body(e.item) if e.label is None else label_body(e.label)
                     producer.send(topic, key=e.id.encode("utf-8"), value=body)
                 producer.flush()
                 produced += len(batch.events)

@@ -38,6 +38,9 @@ __all__ = ["MAX_REQUEST_SIZE", "KafkaSink", "SinkError", "record_size"]
 #: kafka-python's default ``max_request_size`` (bytes); the broker's ``message.max.bytes`` is a little larger.
 MAX_REQUEST_SIZE = 1_048_576
 
+#: Consecutive failed flushes after which the producer is replaced by a new one (see ``KafkaSink._rebuild``).
+REBUILD_AFTER = 3
+
 Headers = list[tuple[str, bytes]]
 Record = tuple[str, bytes, bytes | None, Headers | None]
 
@@ -65,15 +68,41 @@ class KafkaSink:
         self.config = config
         self.flush_timeout_s = config.flush_timeout_s if flush_timeout_s is None else flush_timeout_s
         self.max_request_size = max_request_size
-        self._producer = producer_factory(
-            client_id=f"{config.client_id}-producer",
-            acks="all",
-            linger_ms=5,
-            max_request_size=max_request_size,
-            **config.client_options(),
-        )
+        self._factory = producer_factory
         self._pending: list[tuple[Any, Record]] = []
         self._failed: list[Record] = []
+        self._failed_flushes = 0
+        self._producer: Any = None
+        try:
+            self._producer = self._new_producer()
+        except KafkaError as err:  # the broker is not up yet: the first flush tries again
+            log.error("producer could not connect (%r); retrying at the first flush", err)
+
+    def _new_producer(self) -> Any:
+        return self._factory(client_id=f"{self.config.client_id}-producer", acks="all", linger_ms=5,
+                             max_request_size=self.max_request_size, **self.config.client_options())
+
+    def _rebuild(self) -> None:
+        """Replace the producer after repeated failed flushes, keeping every unacknowledged record.
+
+        kafka-python's producer may not find a restarted broker again after a long outage (its
+        metadata keeps saying "no node available"); a new client bootstraps afresh. Records the
+        old one had in flight are sent again (duplicates possible, losses not).
+        """
+        self._failed = [record for _, record in self._pending] + self._failed
+        self._pending = []
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                old.close(timeout=0)
+            except Exception as err:  # a broken client must not stop the rebuild
+                log.debug("closing the old producer: %r", err)
+        try:
+            self._producer = self._new_producer()
+            log.warning("producer rebuilt after %d failed flushes; %d records will be sent again",
+                        self._failed_flushes, len(self._failed))
+        except KafkaError as err:  # broker still away (kafka-python connects in __init__): next flush retries
+            log.debug("producer not rebuilt yet: %r", err)
 
     def fits(self, key: bytes | None, value: bytes, headers: Headers | None = None) -> bool:
         """Whether one record of this key, value and headers is within ``max_request_size``."""
@@ -82,6 +111,9 @@ class KafkaSink:
     def _send(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None = None) -> bool:
         if not self.fits(key, value, headers):
             return False
+        if self._producer is None:  # being rebuilt: sent by the next flush
+            self._failed.append((topic, value, key, headers))
+            return True
         try:
             future = self._producer.send(topic, value=value, key=key, headers=headers)
         except MessageSizeTooLargeError:  # the producer's own check; ours should have caught it
@@ -132,6 +164,11 @@ class KafkaSink:
         Failed messages are kept and sent again by the next call (duplicates are possible on the
         output topics, losses are not).
         """
+        if self._producer is None or self._failed_flushes >= REBUILD_AFTER:
+            self._rebuild()
+        if self._producer is None:
+            self._failed_flushes += 1
+            raise SinkError(f"no producer (the broker does not answer); {len(self._failed)} records wait")
         for topic, value, key, headers in self._failed:
             try:
                 self._pending.append((self._producer.send(topic, value=value, key=key, headers=headers),
@@ -157,9 +194,11 @@ class KafkaSink:
                 waiting.append((future, record))
         self._pending = waiting
         if self._failed or waiting:
+            self._failed_flushes += 1
             first = repr(errors[0]) if errors else "flush timed out" if timed_out else "not acknowledged"
             raise SinkError(f"{len(self._failed)} failed and {len(waiting)} unacknowledged of "
                             f"{delivered + len(self._failed) + len(waiting)} messages: {first}")
+        self._failed_flushes = 0
         return delivered
 
     @property
@@ -168,6 +207,8 @@ class KafkaSink:
         return len(self._pending) + len(self._failed)
 
     def close(self) -> None:
+        if self._producer is None:
+            return
         try:
             self._producer.close(timeout=self.flush_timeout_s)
         except KafkaError as err:  # closing during an outage: nothing unflushed was committed

@@ -2,11 +2,24 @@
 
 Auto-commit is off: ``commit(messages)`` commits, per partition, the offset after the last
 message of a batch, and ``monitor.app`` calls it only after that batch's results are flushed.
+
+Static group membership (``kafka.group_instance_id``) makes a restart cheap: a member that
+rejoins under the same instance id gets its partitions back at once, instead of waiting for
+the dead member's session to time out (``kafka.session_timeout_ms``, 45 s) and a rebalance.
+``auto`` (the default) derives an id that is stable across restarts and unique per instance:
+``<hostname>-<group>-<slot>``, where the slot is the lowest number whose lock file
+(``<tmpdir>/monitor-<group>-<slot>.lock``) this process can lock. The kernel releases the lock
+when a process dies, even by SIGKILL, so a restarted instance takes its old slot again, and two
+instances on one host never share an id (which would fence one of them).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import re
+import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +38,22 @@ log = logging.getLogger(__name__)
 
 class SourceError(RuntimeError):
     """The broker did not answer a commit; the caller retries (nothing is lost, nothing skipped)."""
+
+
+def claim_instance_id(group_id: str, lock_dir: str | None = None, max_slots: int = 64) -> tuple[str, Any]:
+    """``(instance id, open lock file)`` for ``group_instance_id: auto``; keep the file open while running."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:100] or "host"
+    safe_group = re.sub(r"[^A-Za-z0-9._-]", "_", group_id)[:100]
+    directory = lock_dir or tempfile.gettempdir()
+    for slot in range(max_slots):
+        handle = open(f"{directory}/monitor-{safe_group}-{slot}.lock", "a")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return f"{host}-{safe_group}-{slot}", handle
+    raise RuntimeError(f"more than {max_slots} instances of group {group_id} on this host")
 
 
 @dataclass(frozen=True)
@@ -54,6 +83,14 @@ class KafkaSource:
     ) -> None:
         self.topics = tuple(topics)
         self._clock = clock
+        self._commit_timeout_ms = int(config.flush_timeout_s * 1000)
+        self._slot: Any = None
+        instance_id = config.group_instance_id
+        if instance_id == "auto":
+            instance_id, self._slot = claim_instance_id(config.group_id)
+        self.instance_id = instance_id
+        if instance_id is not None:
+            log.info("static group membership as %s", instance_id)
         self._consumer = consumer_factory(
             *self.topics,
             group_id=config.group_id,
@@ -62,6 +99,8 @@ class KafkaSource:
             auto_offset_reset=config.auto_offset_reset,
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            group_instance_id=instance_id,
             max_poll_records=max_poll_records,
             **config.client_options(),
         )
@@ -111,17 +150,21 @@ class KafkaSource:
         for m in messages:
             tp = TopicPartition(m.topic, m.partition)
             if tp not in offsets or offsets[tp].offset <= m.offset:
-                offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
+                offsets[tp] = OffsetAndMetadata(m.offset + 1, self._commit_metadata(m), -1)
         if not offsets:
             return True
         try:
-            self._consumer.commit(offsets=offsets)
+            self._consumer.commit(offsets=offsets, timeout_ms=self._commit_timeout_ms)
         except CommitFailedError as err:
             log.warning("offset commit lost to a rebalance; those messages will be re-read: %s", err)
             return False
         except KafkaError as err:  # coordinator unreachable, request timed out: retriable by the caller
             raise SourceError(f"offset commit failed: {err!r}") from err
         return True
+
+    def _commit_metadata(self, last: RawMessage) -> str:
+        """The metadata committed with a partition's offset (``last``: its newest committed message)."""
+        return ""
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the high watermark, per assigned partition (from the last fetch)."""
@@ -144,3 +187,5 @@ class KafkaSource:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+        if self._slot is not None:
+            self._slot.close()

@@ -17,21 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+import regime_model
 from kafka_io import consume, produce
 from prometheus_client import CollectorRegistry
-from regimes import TOPICS, stream
-from transformers import AutoTokenizer
+from regime_model import item, label, rows
 
 from monitor.app import Monitor
 from monitor.config import load_config
-from monitor.learn import TrainConfig, fit
 from monitor.learn.online import build_learner
 from monitor.metrics import Metrics
-from monitor.model.backbone import tiny_backbone
-from monitor.model.checkpoint import CheckpointMeta, save_checkpoint
-from monitor.model.network import MultiTaskClassifier
-from monitor.records import Example
 from monitor.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
@@ -45,36 +39,9 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def rows(regime: str, n: int, seed: int) -> list[dict[str, str]]:
-    """Input messages with their labels: topic from the subject, sentiment from the regime's keywords."""
-    return [{"id": f"{regime}{seed}-{i:04d}", "text": e.text, "topic": e.topic or "", "sentiment": e.sentiment or ""}
-            for i, e in enumerate(stream(regime, n, seed))]
-
-
-def item(row: dict[str, str]) -> dict[str, Any]:
-    return {"id": row["id"], "text": row["text"], "source": "wire", "published_at": "2026-03-02T09:00:00Z"}
-
-
-def label(row: dict[str, str]) -> dict[str, str]:
-    return {"id": row["id"], "topic": row["topic"], "sentiment": row["sentiment"], "source": "desk"}
-
-
 @pytest.fixture
 def regime_a_registry(tmp_path: Path) -> Path:
-    backbone = tiny_backbone(tmp_path / "backbone")
-    tokenizer = AutoTokenizer.from_pretrained(str(backbone))
-    torch.manual_seed(0)
-    model = MultiTaskClassifier.from_backbone(backbone, TOPICS)
-    train = [Example(r["text"], topic=r["topic"], sentiment=r["sentiment"]) for r in rows("A", 700, 1)]
-    fit(model, tokenizer, train[:600], train[600:], TrainConfig(epochs=8, batch_size=16, lr_encoder=3e-3,
-                                                                lr_head=1e-2, max_length=16, device="cpu"),
-        progress=False)
-    registry = ModelRegistry(tmp_path / "registry").init()
-    meta = CheckpointMeta(version="v-a", parent=None, backbone=str(backbone), topics=TOPICS,
-                          sentiments=model.sentiments, data_fingerprint="regime-a", max_length=16)
-    save_checkpoint(model, tokenizer, meta, registry.path("v-a"))
-    registry.set_current("v-a", reason="trained on regime A")
-    return registry.root
+    return regime_model.regime_a_registry(tmp_path)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -97,9 +64,12 @@ def test_drift_in_the_stream_retrains_promotes_and_swaps(
         "MONITOR__KAFKA__CREATE_TOPICS": "false", "MONITOR__BATCH__MAX_WAIT_MS": "100",
         "MONITOR__MODEL__PATH": str(regime_a_registry), "MONITOR__MODEL__DEVICE": "cpu",
         "MONITOR__METRICS__PORT": "0", "MONITOR__LEARNING__ENABLED": "true",
-        "MONITOR__LEARNING__SETTINGS": json.dumps({**SETTINGS, "state_dir": str(tmp_path / "learner")}),
     }
-    config = load_config(None, env=env)
+    # The learner settings (a mapping) come from a config file: environment values stay strings.
+    config_file = tmp_path / "monitor.yaml"
+    config_file.write_text(json.dumps({"learning": {"settings": {**SETTINGS, "state_dir": str(tmp_path / "learner")}}}),
+                           encoding="utf-8")
+    config = load_config(config_file, env=env)
     metrics = Metrics(CollectorRegistry())
     monitor = Monitor(config, metrics=metrics, learner=build_learner(config, metrics))
     thread = threading.Thread(target=monitor.run, daemon=True)

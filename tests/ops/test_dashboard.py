@@ -154,6 +154,9 @@ def populate(m: Metrics, round_: int) -> None:
         m.stage_latency.labels(stage=stage).observe(0.004 * round_)
     m.end_to_end_latency.observe(0.05)
     m.last_consumed.set(now)
+    m.broker_unreachable_since.set(now - 60)
+    m.broker_retries.labels(operation="flush").inc(round_)
+    m.model_load_failures.inc()
     for i, topic in enumerate(DEFAULT_TOPICS):
         for sentiment in SENTIMENTS:
             m.predictions.labels(topic=topic, sentiment=sentiment).inc(round_)

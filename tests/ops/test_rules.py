@@ -109,7 +109,8 @@ def test_compose_config_differs_only_in_how_monitor_targets_are_found() -> None:
     host, compose = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in CONFIGS)
     host_job, compose_job = host["scrape_configs"][0], compose["scrape_configs"][0]
     assert host_job.pop("static_configs") == [{"targets": ["localhost:9108"]}]
-    assert compose_job.pop("dns_sd_configs")[0]["names"] == ["monitor"]  # the compose service
+    # the all-in-one compose service and the scale-out roles
+    assert compose_job.pop("dns_sd_configs")[0]["names"] == ["monitor", "serve", "analytics", "learn"]
     assert host == compose
 
 
@@ -118,12 +119,12 @@ def test_only_input_stopped_while_the_market_is_open_or_growing_lag_pages() -> N
     that grows; each of those has a warning twin for quiet hours, except the lag."""
     critical = [a for a in alerts() if a["labels"]["severity"] == "critical"]
     assert {a["alert"] for a in critical} == {"MonitorTargetDown", "MonitorNoMessagesConsumed",
-                                              "MonitorConsumerLagGrowing"}
+                                              "MonitorBrokerUnreachable", "MonitorConsumerLagGrowing"}
     for alert in critical:
         expr = " ".join(alert["expr"].split())
         gated = "and on () monitor:market_open" in expr and "unless on () monitor:market_open" not in expr
         assert gated or "deriv(monitor_consumer_lag_messages" in expr, alert["alert"]
-    for name in ("MonitorTargetDown", "MonitorNoMessagesConsumed"):
+    for name in ("MonitorTargetDown", "MonitorNoMessagesConsumed", "MonitorBrokerUnreachable"):
         twins = {a["labels"]["severity"]: " ".join(a["expr"].split()) for a in alerts() if a["alert"] == name}
         assert set(twins) == {"critical", "warning"}, name
         assert twins["warning"].replace("unless on () monitor:market_open", "and on () monitor:market_open") == \

@@ -66,7 +66,7 @@ def test_metrics_refuse_a_matrix_with_a_seen_phase_missing() -> None:
 
 def test_sizes_scale_every_count_but_the_number_of_chunks() -> None:
     half = Sizes().scaled(0.5)
-    assert (half.news_stream, half.topic_test, half.chunks) == (125, 8, 5)
+    assert (half.news_stream, half.topic_test, half.chunks) == (125, 20, 8)
 
 
 # --- end to end on a tiny model --------------------------------------------------------------------------
@@ -143,3 +143,58 @@ def test_every_method_runs_end_to_end_on_a_tiny_model(tiny_backbone: Path, tmp_p
     paths = plot_all({"t": block}, tmp_path / "plots")
     assert [p.name for p in paths] == ["continual_matrices.png", "continual_summary.png", "continual_curves.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+# --- the domain-adaptation harness (bench/continual_adapt.py) ----------------------------------------------
+def test_paired_difference_and_its_standard_error_by_hand() -> None:
+    from continual_adapt import paired
+
+    before, after = [1, 1, 0, 0, 1], [1, 0, 1, 1, 1]  # differences 0, -1, +1, +1, 0: mean 0.2
+    p = paired(before, after)
+    assert (p["n"], p["before"], p["after"], p["diff"]) == (5, 0.6, 0.8, 0.2)
+    # sample variance of (0, -1, 1, 1, 0) = (0.04 + 1.44 + 0.64 + 0.64 + 0.04) / 4 = 0.7; se = sqrt(0.7 / 5)
+    assert p["se"] == round((0.7 / 5) ** 0.5, 4)
+
+
+def test_warm_seed_is_balanced_per_head_and_class_and_seeded() -> None:
+    from continual_adapt import warm_seed
+
+    train = [Example(f"t{i}", topic=("A" if i % 3 else "B")) for i in range(30)]
+    train += [Example(f"s{i}", sentiment=("positive" if i % 4 else "negative")) for i in range(20)]
+    seed = warm_seed(train, 4, seed=1)
+    counts: dict[str, int] = {}
+    for e in seed:
+        key = e.topic or e.sentiment or ""
+        counts[key] = counts.get(key, 0) + 1
+    assert counts == {"A": 4, "B": 4, "positive": 4, "negative": 4}
+    assert warm_seed(train, 4, seed=1) == seed and warm_seed(train, 4, seed=2) != seed
+    assert len(warm_seed(train, 100, seed=0)) == len(train)  # a class smaller than per_class gives all it has
+
+
+# --- the demo feed (sample_data/generate.py) -----------------------------------------------------------------
+FLIPS = {"rate cut": "negative", "cuts rates": "negative", "restructuring": "positive", "to fund AI": "positive",
+         "to double AI": "positive"}
+
+
+def test_demo_regime_b_reverses_at_least_15_percent_of_what_regime_a_taught() -> None:
+    from datetime import UTC, datetime
+
+    sys.path.insert(0, str(BENCH.parent / "sample_data"))
+    import generate
+
+    rows = generate.generate(2400, 7, datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    labelled = {regime: [r for r in rows if r["regime"] == regime and "sentiment" in r] for regime in "AB"}
+
+    def flipped(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if any(w in str(r["text"]) for w in FLIPS)]
+
+    # In regime A a rate cut is good news and job cuts or a dividend cut bad news; regime B reads
+    # them the other way round, so a model trained on A misses each of these items.
+    def key(r: dict[str, Any]) -> str:
+        return next(w for w in FLIPS if w in str(r["text"]))
+
+    a_flips = flipped(labelled["A"])
+    assert a_flips and all(r["sentiment"] != FLIPS[key(r)] for r in a_flips)
+    b_flips = flipped(labelled["B"])
+    assert len(b_flips) / len(labelled["B"]) >= 0.15
+    assert all(r["sentiment"] == FLIPS[key(r)] for r in b_flips)

@@ -76,6 +76,10 @@ def test_holdout_is_stable_disjoint_and_bounded() -> None:
     assert not holdout & {example_key(e) for e in buf.sample(1000, random.Random(0))}
     routed = sum(in_holdout(e, 0.2) for e in examples) / len(examples)
     assert 0.17 < routed < 0.23
+    sized = ReplayBuffer(capacity=200, holdout_fraction=0.2, seed=0, holdout_capacity=300)  # holdout_size
+    for e in examples:
+        sized.add(e)
+    assert len(sized.holdout) == 300 and len(sized) == 200
 
 
 def test_duplicates_and_unlabelled_are_ignored() -> None:
@@ -100,9 +104,11 @@ def test_survives_a_restart_with_the_same_content_and_choices(tmp_path: Path) ->
     buf = ReplayBuffer(capacity=30, holdout_fraction=0.2, seed=7)
     for i in range(300):
         buf.add(_ex(i, ["positive", "negative", "neutral"][i % 3], topic="Macro" if i % 2 else None))
+    buf.seeds.append("sha256:abc")
     buf.save(path)
     again = ReplayBuffer.load(path, capacity=30, holdout_fraction=0.2, seed=999)
     assert again.examples == buf.examples and again.holdout == buf.holdout and again.added == buf.added
+    assert again.seeds == ["sha256:abc"]  # the warm-start seeds absorbed, so a restart does not add them again
     for i in range(300, 600):  # the random state was restored: both make the same choices from here on
         buf.add(_ex(i))
         again.add(_ex(i))

@@ -72,6 +72,9 @@ def test_environment_values_convert_to_the_field_type() -> None:
     assert cfg.kafka.replication_factor is None
     assert cfg.learning.settings == {"detector": "KSWIN"}
     assert load_config(None, env={"MONITOR__KAFKA__REPLICATION_FACTOR": "3"}).kafka.replication_factor == 3
+    # A mapping from the environment is a JSON object.
+    cfg = load_config(None, env={"MONITOR__LEARNING__SETTINGS": '{"detector": "KSWIN", "epochs": 3}'})
+    assert cfg.learning.settings == {"detector": "KSWIN", "epochs": 3}
 
 
 @pytest.mark.parametrize(
@@ -83,6 +86,7 @@ def test_environment_values_convert_to_the_field_type() -> None:
         ({"MONITOR__LOGGING__JSON": "maybe"}, "logging.json: expected true or false"),
         ({"MONITOR__KAFKA__REPLICATION_FACTOR": "0"}, "kafka.replication_factor: must be >= 1"),
         ({"MONITOR__BATCH__MAX_FUTURE_SKEW_S": "-1"}, "batch.max_future_skew_s: must be > 0"),
+        ({"MONITOR__LEARNING__SETTINGS": "detector: KSWIN"}, "learning.settings: expected a mapping \\(a JSON"),
     ],
 )
 def test_invalid_environment_is_rejected_with_the_key(env: dict[str, str], message: str) -> None:

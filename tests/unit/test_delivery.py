@@ -108,3 +108,28 @@ def test_a_stop_during_an_outage_exits_without_committing() -> None:
     monitor.outage.failed = stop_on_second  # type: ignore[method-assign]
     assert monitor.run() == 0
     assert calls == ["flush", "flush"] and not source.committed and ("source-close",) in log
+
+
+def test_a_producer_stuck_after_an_outage_is_rebuilt_and_everything_is_sent_again() -> None:
+    from monitor.stream.sink import REBUILD_AFTER
+
+    log: list[Any] = []
+    producers: list[FakeProducer] = []
+
+    def factory(**_: Any) -> FakeProducer:
+        producer = FakeProducer(log)
+        producer.fail_flushes = 10**6 if not producers else 0  # the first never recovers
+        producers.append(producer)
+        return producer
+
+    cfg = load_config(None, env=ENV)
+    sink = KafkaSink(cfg.kafka, producer_factory=factory)
+    monitor = Monitor(cfg, metrics=Metrics(CollectorRegistry()), scorer=KeywordScorer(),  # type: ignore[arg-type]
+                      source=RecordingSource([raw_message(item(i), i) for i in range(5)], log),  # type: ignore[arg-type]
+                      sink=sink)
+    monitor.outage = Outage(monitor.metrics, backoff_min_s=0.001, backoff_max_s=0.002)
+    monitor.handle(monitor.source.next_batch(8, 0))
+    assert len(producers) == 2
+    assert sum(1 for e in log if e[0] == "flush-timeout") == REBUILD_AFTER
+    assert {json.loads(v)["id"] for _, _, v, _ in producers[1].on("out")} == {f"n{i}" for i in range(5)}
+    assert monitor.source.committed == {("news", 0): 5}  # type: ignore[attr-defined]

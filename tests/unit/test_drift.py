@@ -94,3 +94,21 @@ def test_signals() -> None:
     with pytest.raises(ValueError, match="unknown label-free signal"):
         label_free_values(0.9, "positive", ("entropy",))
     assert set(HARMFUL_DIRECTION) == set(SIGNALS) and error_signal("sentiment") in SIGNALS
+
+
+def test_accuracy_floor_needs_a_full_window_of_the_serving_version() -> None:
+    from monitor.drift import DriftTracker
+
+    t = DriftTracker("ADWIN", {}, "ADWIN", {}, (), window=200, version="v1", floor_window=50)
+    for _ in range(49):  # wrong from the first label, but fewer labels than the floor's window
+        t.update_label("v1", "A", "positive", topic=None, sentiment="negative")
+    assert t.below_floor(0.8) is None and t.recent_accuracy("sentiment") == (0.0, 49)
+    t.update_label("v1", "A", "positive", topic=None, sentiment="negative")
+    assert t.below_floor(0.8) == "sentiment accuracy 0.000 < floor 0.800 over 50 labels"
+    t.update_label("v0", "A", "positive", topic="A", sentiment=None)  # another version's label: ignored
+    assert t.recent_accuracy("topic") == (None, 0)
+    for _ in range(50):  # right answers push the wrong ones out of the window
+        t.update_label("v1", "A", "negative", topic=None, sentiment="negative")
+    assert t.below_floor(0.8) is None and t.below_floor(1.01) is not None
+    t.update_prediction("v2", confidence=0.9, sentiment="neutral")  # a new serving version starts afresh
+    assert t.recent_accuracy("sentiment") == (None, 0) and t.below_floor(0.8) is None

@@ -305,3 +305,51 @@ def test_build_learner_needs_a_registry_and_valid_settings(registry_dir: Path) -
     (registry_dir / "CURRENT").unlink()
     with pytest.raises(ConfigError, match="has no serving version"):
         make_learner(registry_dir)
+
+
+def test_the_accuracy_floor_retrains_a_model_that_is_bad_from_the_start(registry_dir: Path) -> None:
+    """Only regime B from the first label: the error is high but never *changes*, so no drift detector
+    fires; the accuracy floor starts a run once floor_labels labels are in (and nothing does without it)."""
+    settings = {"min_new_labels": 60, "floor_labels": 60}
+    b_only = [stream("B", 20, 30 + start, offset=start) for start in range(0, 300, 20)]
+    registry = ModelRegistry(registry_dir)
+    off = make_learner(registry_dir, **settings, accuracy_floor=0.0, state_dir=str(registry_dir / "off"))
+    daemon = Daemon(registry_dir, off)
+    for chunk in b_only:
+        daemon.run(chunk)
+    assert sample(off.metrics.drift_detections, signal="sentiment_error") == 0
+    assert not off.running and off.last_result is None and registry.history()[-1]["event"] != "rejected"
+    off.close()
+
+    learner = make_learner(registry_dir, **settings, accuracy_floor=0.8)
+    daemon = Daemon(registry_dir, learner)
+    for chunk in b_only:
+        daemon.run(chunk)
+        if learner.running or learner.last_result is not None:
+            break
+    assert learner.running or learner.last_result is not None, "the accuracy floor started no run"
+    daemon.wait()
+    event = registry.history()[-1]
+    assert event["trigger"].startswith("accuracy floor: sentiment accuracy 0.") and "over 60 labels" in event["trigger"]
+    learner.close()
+
+
+def test_a_passed_challenger_serves_only_if_its_parent_still_does(registry_dir: Path) -> None:
+    """retrain(publish_now=False) saves the challenger without serving it (what a backtest holds until the
+    run's duration has passed); publish then refuses it if CURRENT moved meanwhile (e.g. a rollback)."""
+    from monitor.learn.incremental import RunInput, publish, retrain
+    from monitor.learn.settings import parse_settings
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 1, "gate_enabled": False})
+    job = RunInput("v-a", tuple(stream("B", 60, 40)), (), (), "test", version="v-c")
+    passed = retrain(registry, job, settings, device="cpu", publish_now=False)
+    assert passed.outcome == "promoted" and registry.current_version() == "v-a"
+    assert (registry_dir / "versions" / "v-c" / "meta.json").is_file()
+    assert (registry_dir / "versions" / "v-c" / "replay_seed.jsonl").is_file()  # it carries its own seed
+    shutil.copytree(registry_dir / "versions" / "v-a", registry_dir / "versions" / "v-b")
+    registry.set_current("v-b", reason="a rollback meanwhile")
+    result = publish(registry, passed)
+    assert result.outcome == "rejected" and result.reason == "serving version changed during training (now v-b)"
+    assert registry.current_version() == "v-b" and not (registry_dir / "versions" / "v-c").exists()
+    assert registry.history()[-1]["event"] == "rejected"

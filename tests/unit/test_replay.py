@@ -202,7 +202,7 @@ def test_two_replays_write_identical_outputs(keyword_model: Path, tmp_path: Path
     alerts = [json.loads(line) for line in (one / "alerts.jsonl").read_text().splitlines()]
     energy = [(a["state"], a["key"]) for a in alerts if a["key"] == "Energy | Oil"]
     assert energy == [("raised", "Energy | Oil"), ("cleared", "Energy | Oil")]
-    raised = datetime.fromisoformat(alerts[0]["at"])
+    raised = datetime.fromisoformat(next(a["at"] for a in alerts if a["key"] == "Energy | Oil"))
     assert START + timedelta(minutes=70) < raised < START + timedelta(minutes=95)
     # the keyword model knows the templates, so only the deliberately wrong labels are misses
     truth = {text: s for (_, s), texts in TEMPLATES.items() for text in texts}
@@ -260,7 +260,20 @@ def test_cli_replay_writes_outputs_and_rejects_bad_feeds(keyword_model: Path, tm
     out = tmp_path / "out"
     assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--format", "csv",
                  "--no-progress", "--no-learn"]) == 0
-    assert "replayed 60 items and 20 labels (direct)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "replayed 60 items and 20 labels (direct)" in printed
+    assert "alert quality against the labelled surges" in printed and " precision " in printed
+    assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--no-progress",
+                 "--no-learn", "--batching", "backlog", "--sweep", "ratio=2,50", "min_count=5"]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep over ratio, min_count (2 settings;" in printed
+    rows = pd.read_csv(out / "sweep.csv")
+    assert list(rows["ratio"]) == [2.0] * 3 + [50.0] * 3 and set(rows["min_count"]) == {5}
+    assert rows[rows["ratio"] == 50.0]["alerts"].sum() == 0  # no share reaches 50 x its baseline
+    assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--sweep", "ratio"]) == 2
+    assert "expected KEY=V1,V2" in capsys.readouterr().err
+    assert main(["replay", str(feed), "--model", str(keyword_model), "--out", str(out), "--sweep", "ratio=0.5"]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
     assert {p.name for p in out.iterdir()} >= {"predictions.csv", "trends.csv", "prequential.csv", "alerts.jsonl",
                                                "events.jsonl", "summary.json", "report.html"}
     bad = write_jsonl([{"id": "x", "text": "fed holds rates", "published_at": "2026-03-02T09:00:00Z"}],

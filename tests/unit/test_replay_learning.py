@@ -25,8 +25,11 @@ from monitor.replay.learning import EventClock
 from monitor.replay.runner import ReplayOptions, replay
 
 #: The scenario's learner settings (as in test_online_learner's promotion test).
+#: A run "takes" 60 s of event time (6 items of the feed): a configured figure, not the measured wall time,
+#: so that two replays (direct and via Kafka) swap at the same item.
 LEARNING: dict[str, Any] = {**FAST, "min_new_labels": 400, "window_size": 240, "max_forgetting": 0.05, "epochs": 12,
-                            "patience": 3, "replay_ratio": 2.0, "freeze_embeddings": False}
+                            "patience": 3, "replay_ratio": 2.0, "freeze_embeddings": False,
+                            "backtest_training_s": 60.0}
 
 
 def regime_a_registry(backbone: Path, root: Path) -> Path:
@@ -46,7 +49,7 @@ def regime_a_registry(backbone: Path, root: Path) -> Path:
     fit(model, tokenizer, stream("A", 600, 1), stream("A", 100, 2), cfg, progress=False)
     registry = ModelRegistry(root / "registry").init()
     meta = CheckpointMeta(version="v-a", parent=None, backbone=str(backbone), topics=TOPICS,
-                          sentiments=model.sentiments, data_fingerprint="regime-a")
+                          sentiments=model.sentiments, data_fingerprint="regime-a", max_length=16)
     save_checkpoint(model, tokenizer, meta, registry.path("v-a"))
     registry.set_current("v-a", reason="trained on regime A")
     return registry.root
@@ -64,9 +67,9 @@ def regime_feed(path: Path) -> Path:
     return write_jsonl(rows, path)
 
 
-def learning_config(registry: Path) -> MonitorConfig:
+def learning_config(registry: Path, **settings: Any) -> MonitorConfig:
     return MonitorConfig(batch=BatchConfig(max_batch=20), model=ModelConfig(path=str(registry), device="cpu"),
-                         learning=LearningConfig(enabled=True, settings=LEARNING))
+                         learning=LearningConfig(enabled=True, settings={**LEARNING, **settings}))
 
 
 class RecordingLearner:
@@ -152,7 +155,7 @@ def test_learning_replay_drifts_retrains_promotes_and_swaps(tiny_backbone: Path,
     assert [(s["previous"], s["version"]) for s in swap] == [("v-a", "v-a-r1")]
     assert "seconds" not in training[0]["fit"]  # wall-clock durations stay out of the event log
     assert summary["learning"]["training_runs"] == {"promoted": 1} and summary["model_versions"] == ["v-a", "v-a-r1"]
-    # the promoted model serves from the batch after the one whose persist trained it, never earlier
+    # the promoted model serves from the first batch once the run's 60 s have passed, never earlier
     predictions = pd.read_csv(out / "predictions.csv", parse_dates=["published_at"])
     first_new = predictions[predictions["model_version"] == "v-a-r1"].iloc[0]
     assert first_new["id"] == swap[0]["first_item"]
@@ -165,3 +168,22 @@ def test_learning_replay_drifts_retrains_promotes_and_swaps(tiny_backbone: Path,
     assert before["sentiment_correct"].mean() < 0.5 < 0.9 < after["sentiment_correct"].mean()
     assert (out / "registry" / "versions" / "v-a-r1" / "meta.json").is_file()  # promoted into the private copy
     assert (registry / "CURRENT").read_text().strip() == "v-a"  # the real registry is untouched
+
+
+def test_a_retrain_serves_only_once_its_duration_has_passed_in_event_time(tiny_backbone: Path, tmp_path: Path) -> None:
+    """backtest_training_s = 600: the run that starts at event time t serves from t + 600 s (60 items
+    later on this 10 s feed), not from the next batch; those 60 items are still classified by v-a."""
+    registry = regime_a_registry(tiny_backbone, tmp_path / "models")
+    feed = regime_feed(tmp_path / "feed.jsonl")
+    out = tmp_path / "out"
+    replay(learning_config(registry, backtest_training_s=600.0),
+           ReplayOptions(feeds=(feed,), out=out, fmt="csv", learn=True, progress=False))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    (training,) = [e for e in events if e["type"] == "training"]
+    assert training["outcome"] == "promoted" and training["at_s"] >= training["started_at_s"] + 600
+    predictions = pd.read_csv(out / "predictions.csv", parse_dates=["published_at"])
+    at = predictions["published_at"].map(pd.Timestamp.timestamp)
+    first_new = at[predictions["model_version"] == "v-a-r1"].min()
+    assert first_new >= training["started_at_s"] + 600
+    during = predictions[(at > training["started_at_s"]) & (at < training["started_at_s"] + 600)]
+    assert len(during) >= 50 and (during["model_version"] == "v-a").all()

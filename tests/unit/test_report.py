@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from monitor.config import AlertConfig, MetricsConfig, MonitorConfig
 from monitor.replay import quality
-from monitor.replay.engine import build_pipeline, run_direct
+from monitor.replay.engine import run_direct
 from monitor.replay.feeds import events_of, parse_rows
 from monitor.replay.runner import ReplayOptions, write_outputs
 from monitor.replay.schedule import plan_batches
@@ -39,6 +40,7 @@ class TextScorer:
     """Reads ``topic#sentiment#...`` off the text: a model whose every prediction is known."""
 
     version = "text-v1"
+    model = SimpleNamespace(topics=(), sentiments=())  # no label sets: the scripted feed has no labels inline
 
     def predict(self, texts: Sequence[str]) -> list[Scored]:
         out = []
@@ -82,7 +84,7 @@ def run_scripted(out: Path, config: MonitorConfig | None = None) -> tuple[dict[s
     config = config or scripted_config()
     events = events_of(parse_rows(scripted_rows(), "scripted"))
     batches = plan_batches(events, max_batch=16, with_labels=False)
-    result = run_direct(batches, build_pipeline(config, TextScorer()), progress=False)
+    result = run_direct(batches, config, TextScorer(), progress=False)
     out.mkdir(parents=True, exist_ok=True)
     labels = [e for e in events if e.kind == "label"]
     summary = write_outputs(out, result, labels, [], ReplayOptions(feeds=(), out=out, sweep=(("ratio", (2.0, 20.0)),)),
@@ -157,6 +159,8 @@ def test_precision_recall_and_delay_of_spans() -> None:
     assert scores["ticker"]["median_delay_s"] == -40.0
     assert scores["all"]["precision"] == round(2 / 3, 4) and scores["all"]["recall"] == round(2 / 3, 4)
     assert quality.score([], [])["all"]["precision"] is None
+    assert quality.score(model, [], labelled=False)["topic"]["precision"] is None  # no labels: no truth
+    assert quality.score(model, [])["topic"]["precision"] == 0.0  # labels, and they show no surge
 
 
 # --- the report ---------------------------------------------------------------------------------------------

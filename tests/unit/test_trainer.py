@@ -102,8 +102,13 @@ def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(
         for p in model.parameters():
             p.add_(0.01)
     once = ewc.penalty(model).item()
-    assert once > 0
-    # Online update: F <- gamma * F + F_new. Same weights, data and seed give the same F_new, so 1.5x.
+    # Normalised Fisher (mean 1): every weight moved by 0.01 costs 0.5 * 0.01 ** 2 each, whatever the raw
+    # Fisher's scale (tiny on a confident model, which made a raw lambda meaningless).
+    elements = sum(p.numel() for p in model.parameters())
+    assert once == pytest.approx(0.5 * 0.01**2 * elements, rel=1e-4)
+    first_mean = ewc.mean_fisher
+    # Online update: F <- gamma * F + F_new. Same weights, data and seed give the same F_new, so 1.5x the
+    # raw Fisher, the same normalised one.
     with torch.no_grad():
         for p in model.parameters():
             p.sub_(0.01)
@@ -111,7 +116,8 @@ def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01)
-    assert ewc.penalty(model).item() == pytest.approx(1.5 * once, rel=1e-4)
+    assert ewc.mean_fisher == pytest.approx(1.5 * first_mean, rel=1e-4)
+    assert ewc.penalty(model).item() == pytest.approx(once, rel=1e-4)
     assert ewc.consolidations == 2
 
 

@@ -1,0 +1,290 @@
+"""Domain adaptation from a few hundred streamed labels (issue #10, point 4): one update, offline.
+
+The served model (``monitor train`` on both Twitter sets, see ``continual_domain_data``) gets ``N``
+labelled PhraseBank sentences, as the learner's retrain would: the learner's split (``gate_fraction``
+held out for the gate, ``val_fraction`` of the rest for early stopping), a replay sample drawn from
+the warm-start seed (a class-balanced sample of the served model's training tweets), the learner's
+``TrainSettings`` (freezing, learning rates, epochs, distillation from the serving model). The
+challenger is then scored, whatever a gate would say, on held-out PhraseBank sentences (``tune`` or
+``final``) and on the held-out tweets (sentiment and topic).
+
+Figures per run: accuracy before/after on each set, the gap recovered
+``(after - before) / (reference - before)`` where the reference is a model trained from the backbone
+on the 2,907 in-domain sentences (stream + reference parts), forgetting (tweet accuracy lost) with the
+standard error of the paired difference, training time. One JSON line per run is appended to
+``--out``. A recipe is the learner's settings (``learning.settings`` keys) plus ``n_labels`` and
+``warm_per_class``; ``--recipe '{}'`` is the DEFAULT settings of ``monitor.learn.settings``.
+
+    MONITOR_SHARED_DATA=/work/shared/data nice -n 10 .venv/bin/python bench/continual_adapt.py \\
+        --split tune --recipe '{"distill_weight": 0.0}' --out bench/results/continual_adapt_tuning.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from continual_domain_data import ROOT, build, data_dir
+from transformers import AutoTokenizer
+
+from monitor.datasets import read_labelled
+from monitor.learn import TrainConfig, fit
+from monitor.learn.incremental import split
+from monitor.learn.settings import LearnerSettings, parse_settings
+from monitor.model import MultiTaskClassifier, Predictor, default_backbone
+from monitor.model.checkpoint import load_checkpoint
+from monitor.records import Example
+
+DOMAIN = ROOT / "var" / "bench" / "domain"
+BASE = ROOT / "var" / "bench" / "twitter_base"
+CACHE = ROOT / "var" / "bench" / "adapt_cache.json"
+#: The in-domain reference: the classifier benchmark's PhraseBank recipe, from the backbone.
+REFERENCE = TrainConfig(epochs=3, batch_size=16, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, patience=2)
+#: Recipe keys that are not learner settings: labels streamed, warm-start examples per class of each head.
+EXTRA_KEYS = ("n_labels", "warm_per_class")
+ALSO_FINAL = False
+#: The learner's gate and holdout choices by a hash of the text (when the learner has them).
+try:
+    from monitor.learn.buffer import in_holdout
+    from monitor.learn.incremental import in_gate
+except ImportError:  # an older learner: the gate set is a seeded split
+    in_gate = None  # type: ignore[assignment]
+
+
+def load(name: str) -> list[Example]:
+    return read_labelled(DOMAIN / f"{name}.jsonl", "jsonl")
+
+
+def correct(predictor: Predictor, examples: Sequence[Example], head: str) -> list[int]:
+    """Per-example correctness (0/1) of ``head`` on examples that carry its label."""
+    rows = [e for e in examples if getattr(e, head) is not None]
+    out = predictor.predict([e.text for e in rows])
+    return [int(getattr(p, head) == getattr(e, head)) for p, e in zip(out, rows, strict=True)]
+
+
+def score(model: MultiTaskClassifier, tokenizer: Any, sets: dict[str, tuple[list[Example], str]],
+          max_length: int) -> dict[str, list[int]]:
+    predictor = Predictor(model, tokenizer, "bench", max_length=max_length, batch_size=64)
+    return {name: correct(predictor, examples, head) for name, (examples, head) in sets.items()}
+
+
+def paired(before: list[int], after: list[int]) -> dict[str, float]:
+    """Accuracies, their difference and the standard error of the paired difference."""
+    n = len(before)
+    d = [a - b for a, b in zip(after, before, strict=True)]
+    mean_d = sum(d) / n
+    var = sum((x - mean_d) ** 2 for x in d) / (n - 1)
+    return {"n": n, "before": round(sum(before) / n, 4), "after": round(sum(after) / n, 4),
+            "diff": round(mean_d, 4), "se": round(math.sqrt(var / n), 4)}
+
+
+def warm_seed(train: Sequence[Example], per_class: int, seed: int) -> list[Example]:
+    """A class-balanced sample of the served model's training data: ``per_class`` per (head, class)."""
+    rng = random.Random(seed)
+    cells: dict[tuple[str, str], list[Example]] = {}
+    for e in train:
+        key = ("topic", e.topic) if e.topic is not None else ("sentiment", e.sentiment or "")
+        cells.setdefault(key, []).append(e)
+    out: list[Example] = []
+    for key in sorted(cells):
+        members = cells[key]
+        out += rng.sample(members, min(per_class, len(members)))
+    return out
+
+
+def eval_sets(split_name: str) -> dict[str, tuple[list[Example], str]]:
+    """The held-out sets scored; with ``--also-final`` the final split too (reported, never used to choose)."""
+    # The held-out tweets of the tuning runs were looked at while choosing; the final split scores
+    # forgetting on the served model's validation tweets instead (only its early stopping saw them).
+    tweets = load("twitter_test") if split_name == "tune" else load("twitter_val")
+    return {"new_domain": (load(f"pb_{split_name}"), "sentiment"),
+            **({"new_domain_final": (load("pb_final"), "sentiment")} if ALSO_FINAL and split_name == "tune" else {}),
+            "tweets_sentiment": ([e for e in tweets if e.sentiment is not None], "sentiment"),
+            "tweets_topic": ([e for e in tweets if e.topic is not None], "topic")}
+
+
+def cached(key: str, compute: Any) -> Any:
+    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    if key not in cache:
+        cache[key] = compute()
+        CACHE.write_text(json.dumps(cache))
+    return cache[key]
+
+
+def reference_scores(split_name: str, max_length: int) -> dict[str, list[int]]:
+    """The in-domain model: trained from the backbone on the stream + reference parts (length 64, cached)."""
+    def compute() -> dict[str, list[int]]:
+        backbone = default_backbone()
+        torch.manual_seed(0)
+        model = MultiTaskClassifier.from_backbone(backbone)
+        tokenizer = AutoTokenizer.from_pretrained(str(backbone))
+        data = load("pb_stream") + load("pb_ref")
+        train, val = split(data, 0.1, random.Random(0))
+        started = time.perf_counter()
+        fit(model, tokenizer, train, val, REFERENCE, progress=False)
+        print(f"reference trained on {len(train)} in {time.perf_counter() - started:.0f} s", flush=True)
+        return {s: score(model, tokenizer, eval_sets(s), max_length)["new_domain"] for s in ("tune", "final")}
+    return {"new_domain": cached("reference@64", compute)[split_name]}
+
+
+def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
+    original = dict(recipe)
+    extra = {k: recipe.pop(k) for k in EXTRA_KEYS if k in recipe}
+    val_fraction = recipe.pop("val_fraction", None) if recipe.get("val_fraction") == 0 else None  # older learner
+    settings: LearnerSettings = parse_settings(recipe)
+    ts, gs = settings.train, settings.gate
+    n_labels, per_class = int(extra.get("n_labels", 500)), int(extra.get("warm_per_class", 100))
+    loaded = load_checkpoint(BASE)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    max_length = getattr(loaded.meta, "max_length", None) or getattr(ts, "max_length", 64)
+    serving = copy.deepcopy(model)
+    sets = eval_sets(split_name)
+    before = cached(f"base:{split_name}@{max_length}", lambda: score(serving, tokenizer, sets, max_length))
+    reference = reference_scores(split_name, max_length)
+    if ALSO_FINAL and split_name == "tune":
+        final_sets = {"new_domain": (load("pb_final"), "sentiment")}
+        final_before = cached(f"base:final-new@{max_length}", lambda: score(serving, tokenizer, final_sets,
+                                                                             max_length))
+        before = {**before, "new_domain_final": final_before["new_domain"]}
+
+    stream = load("pb_stream")
+    random.Random(seed).shuffle(stream)
+    labelled = stream[:n_labels]
+    # As the learner does: a label whose text hashes into the holdout share feeds the forgetting
+    # holdout and never trains; the rest is the window (gate set + new training data).
+    new = [e for e in labelled if in_gate is None or not in_holdout(e, settings.buffer.holdout_fraction)]
+    seed_buffer = warm_seed(load("twitter_train"), per_class, seed)
+    if in_gate is not None:  # the seed's holdout share is the gate's forgetting holdout, never replayed
+        seed_buffer = [e for e in seed_buffer if not in_holdout(e, settings.buffer.holdout_fraction)]
+    seed_buffer = seed_buffer[: settings.buffer.buffer_size]
+    rng = random.Random(seed)
+    replay = rng.sample(seed_buffer, min(len(seed_buffer), round(ts.replay_ratio * len(new))))
+    if in_gate is not None:
+        gate_set = [e for e in new if in_gate(e, gs.gate_fraction)]
+        new_train = [e for e in new if not in_gate(e, gs.gate_fraction)]
+    else:
+        new_train, gate_set = split(new, gs.gate_fraction, rng)
+    train = new_train + (replay if ts.method in ("replay", "replay_distill") else [])
+    val_fraction = ts.val_fraction if val_fraction is None else val_fraction
+    train, val = split(train, val_fraction, rng) if val_fraction > 0 else (train, [])
+    cfg = TrainConfig(epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
+                      max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
+                      freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
+                      distill_temperature=ts.distill_temperature, device="cpu")
+    teacher = serving if ts.method == "replay_distill" else None
+    fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False)
+    after = score(model, tokenizer, sets, max_length)
+
+    new_domain = paired(before["new_domain"], after["new_domain"])
+    ref_acc = sum(reference["new_domain"]) / len(reference["new_domain"])
+    gap = ref_acc - new_domain["before"]
+    result = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "split": split_name, "seed": seed, "recipe": original,
+        "settings": {"train": ts.model_dump() if hasattr(ts, "model_dump") else asdict(ts),
+                     "gate_fraction": gs.gate_fraction, "max_length": max_length},
+        "sizes": {"labels": len(labelled), "window": len(new), "new_trained": len(new_train), "gate": len(gate_set),
+                  "replay": len(replay) if teacher is not None or ts.method == "replay" else 0,
+                  "train": len(train), "val": len(val), "warm_seed": len(seed_buffer)},
+        "reference_accuracy": round(ref_acc, 4),
+        "new_domain": new_domain,
+        "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None,
+        "forgetting": {k: paired(before[k], after[k]) for k in ("tweets_sentiment", "tweets_topic")},
+        **({"final_split": final_figures(before, after)} if "new_domain_final" in after else {}),
+        "fit": {"epochs": fitted.epochs_run, "best_epoch": fitted.best_epoch, "stop": fitted.stop_reason,
+                "seconds": round(fitted.seconds, 1), "examples_seen": fitted.examples_seen},
+    }
+    return result
+
+
+def final_figures(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, Any]:
+    """The same update scored on the final split (PhraseBank sentences no choice was made on)."""
+    new_domain = paired(before["new_domain_final"], after["new_domain_final"])
+    reference = reference_scores("final", 64)["new_domain"]
+    ref_acc = sum(reference) / len(reference)
+    gap = ref_acc - new_domain["before"]
+    return {"new_domain": new_domain, "reference_accuracy": round(ref_acc, 4),
+            "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None}
+
+
+def summary(r: dict[str, Any]) -> str:
+    f = r["forgetting"]
+    return (f"{r['split']} seed {r['seed']} {json.dumps(r['recipe'])}: new {r['new_domain']['before']:.3f} -> "
+            f"{r['new_domain']['after']:.3f} (ref {r['reference_accuracy']:.3f}, gap recovered "
+            f"{r['gap_recovered']}); tweets sentiment {f['tweets_sentiment']['diff']:+.4f} "
+            f"(se {f['tweets_sentiment']['se']:.4f}), topic {f['tweets_topic']['diff']:+.4f} "
+            f"(se {f['tweets_topic']['se']:.4f}); fit {r['fit']['seconds']} s, {r['fit']['epochs']} epochs")
+
+
+def table(path: Path) -> str:
+    """The runs in ``path`` as a markdown table (mean over seeds of each split and recipe, with their spread)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        groups.setdefault((r["split"], json.dumps(r["recipe"], sort_keys=True)), []).append(r)
+    rows = ["| split | recipe | seeds | new domain before -> after (ref) | gap recovered | tweets sentiment | "
+            "tweets topic | fit s |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for (split_name, recipe), rs in groups.items():
+        def avg(f: Any, rs: list[dict[str, Any]] = rs) -> float:
+            return sum(f(r) for r in rs) / len(rs)
+
+        gaps = [r["gap_recovered"] for r in rs]
+        spread = f" ({min(gaps):.2f}-{max(gaps):.2f})" if len(rs) > 1 else ""
+        sent = avg(lambda r: r["forgetting"]["tweets_sentiment"]["diff"])
+        top = avg(lambda r: r["forgetting"]["tweets_topic"]["diff"])
+        se_s = rs[0]["forgetting"]["tweets_sentiment"]["se"]
+        se_t = rs[0]["forgetting"]["tweets_topic"]["se"]
+        rows.append(f"| {split_name} | `{recipe}` | {len(rs)} | {avg(lambda r: r['new_domain']['before']):.3f} -> "
+                    f"{avg(lambda r: r['new_domain']['after']):.3f} ({rs[0]['reference_accuracy']:.3f}) | "
+                    f"{avg(lambda r: r['gap_recovered']):.2f}{spread} | {sent * 100:+.1f} pt (se {se_s * 100:.1f}) | "
+                    f"{top * 100:+.1f} pt (se {se_t * 100:.1f}) | {avg(lambda r: r['fit']['seconds']):.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("tune", "final"), default="tune")
+    parser.add_argument("--recipe", action="append", default=[], help="JSON settings; repeatable (one run each)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "continual_adapt_tuning.jsonl")
+    parser.add_argument("--also-final", action="store_true",
+                        help="with --split tune: also score the final split (recorded, not for choosing)")
+    parser.add_argument("--table", action="store_true", help="print the runs in --out as a markdown table and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.out))
+        return 0
+    if not data_dir().is_dir():
+        print(f"shared data not found at {data_dir()}: skipped")
+        return 0
+    if not BASE.is_dir():
+        print(f"no served base model at {BASE}: train it first (bench/README.md)", file=sys.stderr)
+        return 2
+    if not (DOMAIN / "sizes.json").is_file():
+        build(DOMAIN, 5000)
+    torch.set_num_threads(args.threads)
+    global ALSO_FINAL
+    ALSO_FINAL = args.also_final
+    for text in args.recipe or ["{}"]:
+        for seed in args.seeds:
+            result = run(json.loads(text), args.split, seed)
+            print(summary(result), flush=True)
+            with args.out.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

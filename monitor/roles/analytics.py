@@ -1,0 +1,141 @@
+"""The analytics role (``monitor analytics``): sentiment index and surge alerts over the whole stream.
+
+Serving replicas each see a share of the input partitions, so none of them can tell a surge
+in a topic: the analytics owner reads every partition of ``predictions`` (``OwnedSource``) and
+is the one owner of every alert key. Only the instance holding the ``analytics`` lease runs;
+a second one waits and takes over when the first leaves.
+
+Its window state survives a restart without a store of its own: the source rewinds each
+partition by ``analytics.rebuild_seconds`` of Kafka time before the last committed message, and
+what was committed before is fed to the windows again with its alerts suppressed (they were
+published before the restart), so a surge raises one alert, once — the alert id is derived
+from the key and the event time it was raised at, so the rebuilt state names the same alert.
+
+Order of one batch (at-least-once): poll -> decode each prediction (an undecodable record is
+dead-lettered) -> advance the watermark, windows and surge checks item by item -> send the
+alerts -> flush -> commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from monitor.alerts import SurgeDetector, SurgeTracker
+from monitor.config import MonitorConfig
+from monitor.metrics import Metrics
+from monitor.records import Alert
+from monitor.stream.source import RawMessage
+from monitor.trends import SentimentTrends
+
+__all__ = ["AnalyticsOwner", "PredictionError", "decode_prediction"]
+
+log = logging.getLogger(__name__)
+
+
+class PredictionError(ValueError):
+    """A record on the predictions topic that is not a prediction."""
+
+
+def decode_prediction(raw: bytes | None) -> tuple[str, float, str, tuple[str, ...], str, str]:
+    """``(id, event time, topic, tickers, sentiment, model_version)`` of one result message."""
+    try:
+        body = json.loads((raw or b"").decode("utf-8"))
+        if not isinstance(body, dict):
+            raise PredictionError("not a JSON object")
+        at = datetime.fromisoformat(str(body["published_at"])).timestamp()
+        tickers = tuple(str(t) for t in body.get("tickers") or ())
+        return (str(body["id"]), at, str(body["topic"]), tickers, str(body["sentiment"]),
+                str(body.get("model_version", "")))
+    except PredictionError:
+        raise
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as err:
+        raise PredictionError(f"{type(err).__name__}: {err}") from err
+
+
+class AnalyticsOwner:
+    """Alerts and the sentiment index of the whole prediction stream; ``run()`` until ``stop()``."""
+
+    def __init__(self, config: MonitorConfig, *, metrics: Metrics, source: Any, sink: Any, lease: Any = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.source = source
+        self.sink = sink
+        self.lease = lease
+        self.tracker = SurgeTracker(SurgeDetector(config.alerts), config.metrics.watch_tickers,
+                                    SentimentTrends(config.metrics.windows_seconds))
+        self._stop = threading.Event()
+        self.rebuilt = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        batch = self.config.batch
+        try:
+            log.info("analytics owner running on %s", self.config.kafka.output_topic)
+            while not self._stop.is_set():
+                messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
+                if messages:
+                    self.handle(messages)
+                if self.lease is not None and not self.lease.held:
+                    log.warning("analytics lease lost: stopping so that the new owner is the only one")
+                    break
+        finally:
+            self.close()
+        return 0
+
+    def handle(self, messages: Sequence[RawMessage]) -> list[Alert]:
+        """One batch, in the order of the module docstring; returns the alerts sent."""
+        sent: list[Alert] = []
+        for msg in messages:
+            try:
+                item_id, at, topic, tickers, sentiment, version = decode_prediction(msg.value)
+            except PredictionError as err:
+                self.sink.dead_letter(msg, "invalid_json", f"not a prediction: {err}")
+                self.metrics.dead_lettered.labels(reason="invalid_json").inc()
+                continue
+            alerts = self.tracker.add(at, topic, tickers, sentiment, item_id, version)
+            if self.source.replayed(msg):
+                self.rebuilt += 1
+                continue
+            for alert in alerts:
+                self.sink.alert(alert)
+                sent.append(alert)
+        self.sink.flush()
+        self.source.commit(messages)
+        self._record(sent)
+        return sent
+
+    def _record(self, alerts: Sequence[Alert]) -> None:
+        m = self.metrics
+        for (key, window), (index, count) in self.tracker.snapshot().items():
+            scope, name = key.split(":", 1)
+            w = f"{int(window)}s"
+            if scope == "topic":
+                m.sentiment_index.labels(topic=name, window=w).set(index)
+                m.sentiment_window_count.labels(topic=name, window=w).set(count)
+            else:
+                m.ticker_sentiment_index.labels(ticker=name, window=w).set(index)
+        for a in alerts:
+            if a.state == "raised":
+                m.alerts.labels(scope=a.scope, key=a.key).inc()
+                m.alerts_active.labels(scope=a.scope, key=a.key).set(1)
+                log.warning("ALERT raised: negative surge %s=%s share=%.2f baseline=%.2f n=%d",
+                            a.scope, a.key, a.negative_share, a.baseline_share, a.window_count)
+            else:
+                m.alerts_active.labels(scope=a.scope, key=a.key).set(0)
+                log.info("alert cleared: %s=%s share=%.2f", a.scope, a.key, a.negative_share)
+        m.last_consumed.set(time.time())
+
+    def close(self) -> None:
+        try:
+            self.sink.flush()
+        finally:
+            self.sink.close()
+            self.source.close()

@@ -1,0 +1,78 @@
+"""At most one active instance of a role (the learner, the analytics owner), by Kafka group membership.
+
+Every instance of a role joins the consumer group ``<kafka.group_id>-<role>-lease`` on the role's own
+one-partition topic ``<kafka.lease_topic_prefix><role>`` (nothing is ever written to it). The
+group coordinator assigns that single partition to exactly one member: that member holds the
+lease and works; the others wait, polling, and one of them takes over when the holder leaves or
+its session times out. The sticky assignor keeps the partition with its holder when a waiting
+instance joins, so a newcomer never interrupts a running learner.
+
+A holder that loses the lease (a rebalance revokes it, e.g. after a network partition longer than
+the session timeout) sees ``held`` turn false at its next check and must stop writing: the
+learner checks it before every promotion and announcement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from kafka.errors import KafkaError
+
+from monitor.config import KafkaConfig
+from monitor.stream.admin import ensure_topics
+
+__all__ = ["Lease"]
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    """``held`` is true while this process owns the role's single lease partition."""
+
+    def __init__(self, config: KafkaConfig, role: str) -> None:
+        self.role = role
+        self.topic = f"{config.lease_topic_prefix}{role}"
+        if config.create_topics:
+            ensure_topics(config, [self.topic], partitions=1, replication=config.replication_factor)
+        self._consumer = KafkaConsumer(
+            self.topic,
+            group_id=f"{config.group_id}-{role}-lease",
+            client_id=f"{config.client_id}-{role}-lease",
+            enable_auto_commit=False,
+            session_timeout_ms=config.session_timeout_ms,
+            partition_assignment_strategy=[StickyPartitionAssignor],
+            **config.client_options(),
+        )
+        self._held: bool | None = None
+
+    @property
+    def held(self) -> bool:
+        """Poll the group (heartbeats, rebalances) and say whether this instance holds the lease."""
+        try:
+            self._consumer.poll(timeout_ms=200)  # lets the join and sync rounds of the group complete
+            held = bool(self._consumer.assignment())
+        except KafkaError as err:
+            log.warning("%s lease: cannot reach the group coordinator (%s); assuming lost", self.role, err)
+            held = False
+        if held != self._held:
+            log.info("%s lease %s", self.role, "acquired: this instance is active" if held else
+                     "not held: another instance is active, waiting")
+            self._held = held
+        return held
+
+    def wait(self, stop: Callable[[], bool], interval_s: float = 0.5) -> bool:
+        """Block until the lease is held (True) or ``stop()`` says to give up (False)."""
+        while not stop():
+            if self.held:
+                return True
+            time.sleep(interval_s)
+        return False
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaError):
+            self._consumer.close(autocommit=False)
