@@ -409,23 +409,7 @@ class Monitor:
             m.confidence.observe(p.confidence)
             m.end_to_end_latency.observe(p.latency_ms / 1000.0 + (t3 - t2))
         m.published.inc(len(outcome.predictions))
-        for (key, window), (index, count) in outcome.index.items():
-            scope, name = key.split(":", 1)
-            w = f"{int(window)}s"
-            if scope == "topic":
-                m.sentiment_index.labels(topic=name, window=w).set(index)
-                m.sentiment_window_count.labels(topic=name, window=w).set(count)
-            else:
-                m.ticker_sentiment_index.labels(ticker=name, window=w).set(index)
-        for a in outcome.alerts:
-            if a.state == "raised":
-                m.alerts.labels(scope=a.scope, key=a.key).inc()
-                m.alerts_active.labels(scope=a.scope, key=a.key).set(1)
-                log.warning("ALERT raised: negative surge %s=%s share=%.2f baseline=%.2f n=%d",
-                            a.scope, a.key, a.negative_share, a.baseline_share, a.window_count)
-            else:
-                m.alerts_active.labels(scope=a.scope, key=a.key).set(0)
-                log.info("alert cleared: %s=%s share=%.2f", a.scope, a.key, a.negative_share)
+        m.record_windows(outcome.index, outcome.alerts)
         totals = self._totals
         totals.consumed += n_messages
         totals.published += len(outcome.predictions)

@@ -14,6 +14,9 @@ Instruments are built on an injected registry so that tests use a fresh one::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 __all__ = ["DEAD_LETTER_REASONS", "LABEL_OUTCOMES", "STAGES", "TRAINING_OUTCOMES", "Metrics", "serve"]
@@ -145,6 +148,22 @@ class Metrics:
             self.token_slots.labels(kind=kind)
         for operation in ("flush", "commit"):
             self.broker_retries.labels(operation=operation)
+
+    def record_windows(self, index: Mapping[tuple[str, float], tuple[float, int]], alerts: Iterable[Any]) -> None:
+        """The sentiment index snapshot (``{("topic:<t>" | "ticker:<t>", window): (index, count)}``) and the
+        alert state changes of a batch (``state``, ``scope``, ``key``): the daemon's and the analytics role's."""
+        for (key, window), (value, count) in index.items():
+            scope, name = key.split(":", 1)
+            w = f"{int(window)}s"
+            if scope == "topic":
+                self.sentiment_index.labels(topic=name, window=w).set(value)
+                self.sentiment_window_count.labels(topic=name, window=w).set(count)
+            else:
+                self.ticker_sentiment_index.labels(ticker=name, window=w).set(value)
+        for a in alerts:
+            if a.state == "raised":
+                self.alerts.labels(scope=a.scope, key=a.key).inc()
+            self.alerts_active.labels(scope=a.scope, key=a.key).set(1 if a.state == "raised" else 0)
 
 
 def serve(host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:

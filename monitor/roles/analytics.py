@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from monitor.alerts import SurgeDetector, SurgeTracker
+from monitor.alerts import SurgeDetector, SurgeTracker, describe
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
 from monitor.records import Alert
@@ -114,23 +114,9 @@ class AnalyticsOwner:
 
     def _record(self, alerts: Sequence[Alert]) -> None:
         m = self.metrics
-        for (key, window), (index, count) in self.tracker.snapshot().items():
-            scope, name = key.split(":", 1)
-            w = f"{int(window)}s"
-            if scope == "topic":
-                m.sentiment_index.labels(topic=name, window=w).set(index)
-                m.sentiment_window_count.labels(topic=name, window=w).set(count)
-            else:
-                m.ticker_sentiment_index.labels(ticker=name, window=w).set(index)
+        m.record_windows(self.tracker.snapshot(), alerts)
         for a in alerts:
-            if a.state == "raised":
-                m.alerts.labels(scope=a.scope, key=a.key).inc()
-                m.alerts_active.labels(scope=a.scope, key=a.key).set(1)
-                log.warning("ALERT raised: negative surge %s=%s share=%.2f baseline=%.2f n=%d",
-                            a.scope, a.key, a.negative_share, a.baseline_share, a.window_count)
-            else:
-                m.alerts_active.labels(scope=a.scope, key=a.key).set(0)
-                log.info("alert cleared: %s=%s share=%.2f", a.scope, a.key, a.negative_share)
+            (log.warning if a.state == "raised" else log.info)(describe(a))
         m.last_consumed.set(time.time())
 
     def close(self) -> None:
