@@ -86,21 +86,27 @@ def variant(name: str, bootstrap: str, model: str, items: list[dict[str, Any]], 
     produce(bootstrap, f"news-{run_id}", items)
     role, copies = {"run x1": ("run", 1), "serve x1": ("serve", 1), "serve x2": ("serve", 2),
                     "serve x1 + training": ("serve", 1)}[name]
-    started = time.time()
-    procs = [subprocess.Popen([sys.executable, "-m", "monitor.cli", role], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(copies)]
+    procs = []
     if name.endswith("training") and train_data:
+        # The training process starts first and gets 20 s to import and begin its epochs, so that the
+        # whole measured span of the replica overlaps training (about a minute on one thread).
         from monitor.serving import resolve_model_dir
 
         out = Path(tempfile.mkdtemp(prefix="bench-train-")) / "model"
         checkpoint = str(resolve_model_dir(model))
         procs.append(subprocess.Popen([sys.executable, "-m", "monitor.cli", "train", "--from", checkpoint, "--data",
-                                       train_data, "--out", str(out), "--epochs", "3", "--threads", "1",
-                                       "--no-progress"],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                       train_data, "--out", str(out), "--epochs", "6", "--threads", "1",
+                                       "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        time.sleep(20)
+    started = time.time()
+    procs += [subprocess.Popen([sys.executable, "-m", "monitor.cli", role], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) for _ in range(copies)]
     try:
         first, last = wait_results(bootstrap, f"out-{run_id}", len(items), timeout_s)
     finally:
+        if name.endswith("training") and procs[0].poll() is not None:
+            print(f"  (the training process had ended, exit {procs[0].returncode}: the figure is not beside training)")
         for p in procs:
             p.terminate()
         for p in procs:
