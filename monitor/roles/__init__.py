@@ -7,6 +7,7 @@ the model registry as the previous owner left them, not as they were when it sta
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,13 +16,68 @@ if TYPE_CHECKING:
     from monitor.config import MonitorConfig
     from monitor.metrics import Metrics
 
-__all__ = ["Elected", "Worker", "build_role", "rebuild_seconds"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Elected", "OwnerLoop", "Worker", "build_role", "rebuild_seconds"]
 
 
 class Worker(Protocol):
     def run(self) -> int: ...
 
     def stop(self) -> None: ...
+
+
+class OwnerLoop:
+    """The run loop of a single-owner role: poll, ``handle``, ``between`` batches, until stopped or the
+    lease is lost. Flushes and commits go through ``deliver``, retried like the daemon's
+    (``monitor.resilience.Outage.retry``) for as long as a broker outage lasts."""
+
+    role = "owner"
+
+    def __init__(self, config: MonitorConfig, metrics: Metrics, source: Any, sink: Any, lease: Any) -> None:
+        from monitor.resilience import Outage
+
+        self.config, self.metrics, self.source, self.sink, self.lease = config, metrics, source, sink, lease
+        self.outage = Outage(metrics, backoff_max_s=config.kafka.outage_backoff_max_s)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def handle(self, messages: Any) -> Any: ...
+
+    def between(self) -> None:
+        """Work between two batches (none by default)."""
+
+    def deliver(self, messages: Any) -> None:
+        """Flush the outputs, then commit ``messages`` (the at-least-once order), each retried."""
+        from monitor.stream.sink import SinkError
+        from monitor.stream.source import SourceError
+
+        self.outage.retry("flush", self.sink.flush, self._stop, (SinkError,))
+        self.outage.retry("commit", lambda: self.source.commit(messages), self._stop, (SourceError,))
+
+    def run(self) -> int:
+        from monitor.resilience import Abandoned
+
+        batch = self.config.batch
+        try:
+            log.info("%s running", self.role)
+            while not self._stop.is_set():
+                messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
+                if messages:
+                    self.handle(messages)
+                if self.lease is not None and not self.lease.held:
+                    log.warning("%s lease lost: stopping so that the new holder is the only one", self.role)
+                    break
+                self.between()
+        except Abandoned as err:
+            log.warning("%s", err)
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None: ...
 
 
 class Elected:

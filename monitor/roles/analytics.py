@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,6 +29,7 @@ from monitor.alerts import SurgeDetector, SurgeTracker, describe
 from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
 from monitor.records import Alert
+from monitor.roles import OwnerLoop
 from monitor.stream.source import RawMessage
 from monitor.trends import SentimentTrends
 
@@ -58,37 +58,16 @@ def decode_prediction(raw: bytes | None) -> tuple[str, float, str, tuple[str, ..
         raise PredictionError(f"{type(err).__name__}: {err}") from err
 
 
-class AnalyticsOwner:
+class AnalyticsOwner(OwnerLoop):
     """Alerts and the sentiment index of the whole prediction stream; ``run()`` until ``stop()``."""
 
+    role = "analytics owner"
+
     def __init__(self, config: MonitorConfig, *, metrics: Metrics, source: Any, sink: Any, lease: Any = None) -> None:
-        self.config = config
-        self.metrics = metrics
-        self.source = source
-        self.sink = sink
-        self.lease = lease
+        super().__init__(config, metrics, source, sink, lease)
         self.tracker = SurgeTracker(SurgeDetector(config.alerts), config.metrics.watch_tickers,
                                     SentimentTrends(config.metrics.windows_seconds))
-        self._stop = threading.Event()
         self.rebuilt = 0
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> int:
-        batch = self.config.batch
-        try:
-            log.info("analytics owner running on %s", self.config.kafka.output_topic)
-            while not self._stop.is_set():
-                messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
-                if messages:
-                    self.handle(messages)
-                if self.lease is not None and not self.lease.held:
-                    log.warning("analytics lease lost: stopping so that the new owner is the only one")
-                    break
-        finally:
-            self.close()
-        return 0
 
     def handle(self, messages: Sequence[RawMessage]) -> list[Alert]:
         """One batch, in the order of the module docstring; returns the alerts sent."""
@@ -107,8 +86,7 @@ class AnalyticsOwner:
             for alert in alerts:
                 self.sink.alert(alert)
                 sent.append(alert)
-        self.sink.flush()
-        self.source.commit(messages)
+        self.deliver(messages)
         self._record(sent)
         return sent
 

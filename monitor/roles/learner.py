@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -35,8 +34,10 @@ from monitor.config import MonitorConfig
 from monitor.metrics import Metrics
 from monitor.records import NewsItem, Prediction
 from monitor.registry import ModelRegistry
+from monitor.roles import OwnerLoop
 from monitor.stream.codec import DecodeError, decode_label
-from monitor.stream.source import RawMessage
+from monitor.stream.sink import SinkError
+from monitor.stream.source import RawMessage, SourceError
 from monitor.stream.versions import VersionAnnouncement, announcement
 
 __all__ = ["LearnerRole", "decode_result"]
@@ -62,45 +63,30 @@ def decode_result(raw: bytes | None) -> tuple[NewsItem, Prediction]:
     return item, prediction
 
 
-class LearnerRole:
+class LearnerRole(OwnerLoop):
     """Feeds the online learner from the topics and announces versions; ``run()`` until ``stop()``."""
+
+    role = "learner"
 
     def __init__(self, config: MonitorConfig, *, metrics: Metrics, learner: Any, source: Any, sink: Any,
                  announcer: Any, follower: Any = None, lease: Any = None) -> None:
-        self.config = config
-        self.metrics = metrics
+        super().__init__(config, metrics, source, sink, lease)
         self.learner = learner
-        self.source = source
-        self.sink = sink
         self.announcer = announcer
         self.follower = follower
-        self.lease = lease
         self.registry = ModelRegistry(config.model.path)
         self.store = DirectoryStore(self.registry.root / "versions")
         self._announced: str | None = None
         self.max_label_wait_s = 60.0
         self._waiting: list[tuple[RawMessage, float]] = []
         self._read_until: dict[int, int] = {}
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def run(self) -> int:
-        batch = self.config.batch
-        try:
-            self._seed_announcement()
-            while not self._stop.is_set():
-                messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
-                if messages:
-                    self.handle(messages)
-                if self.lease is not None and not self.lease.held:
-                    log.warning("learner lease lost: stopping so that the new holder is the only writer")
-                    break
-                self.announce_if_changed()
-        finally:
-            self.close()
-        return 0
+        self._seed_announcement()
+        return super().run()
+
+    def between(self) -> None:
+        self.announce_if_changed()
 
     def handle(self, messages: Sequence[RawMessage]) -> None:
         """One batch, in the order of the module docstring (labels whose prediction may not be read yet wait)."""
@@ -133,9 +119,9 @@ class LearnerRole:
         for item_id, body in self.learner.drain_label_requests():
             self.sink.label_request(item_id, body)
             self.metrics.label_requests.inc()
-        self.sink.flush()
+        self.outage.retry("flush", self.sink.flush, self._stop, (SinkError,))
         self.learner.persist()
-        self.source.commit(self._committable(done))
+        self.outage.retry("commit", lambda: self.source.commit(self._committable(done)), self._stop, (SourceError,))
 
     def _ready_labels(self) -> list[RawMessage]:
         """Waiting labels (in order, per partition) whose prediction has been read, or waited too long.
