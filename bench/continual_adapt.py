@@ -40,6 +40,7 @@ from transformers import AutoTokenizer
 
 from monitor.datasets import read_labelled
 from monitor.learn import TrainConfig, fit
+from monitor.learn.buffer import ReplayBuffer
 from monitor.learn.incremental import split
 from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import LearnerSettings, parse_settings
@@ -165,12 +166,14 @@ def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
     # As the learner does: a label whose text hashes into the holdout share feeds the forgetting
     # holdout and never trains; the rest is the window (gate set + new training data).
     new = [e for e in labelled if in_gate is None or not in_holdout(e, settings.buffer.holdout_fraction)]
-    seed_buffer = warm_seed(load("twitter_train"), per_class, seed)
-    if in_gate is not None:  # the seed's holdout share is the gate's forgetting holdout, never replayed
-        seed_buffer = [e for e in seed_buffer if not in_holdout(e, settings.buffer.holdout_fraction)]
-    seed_buffer = seed_buffer[: settings.buffer.buffer_size]
+    # The learner's buffer, seeded as `monitor model add` seeds it (its holdout share never replays),
+    # and its replay draw (an equal share per head).
+    buffer = ReplayBuffer(settings.buffer.buffer_size, settings.buffer.holdout_fraction, seed=seed)
+    for e in warm_seed(load("twitter_train"), per_class, seed):
+        buffer.add(e)
+    seed_buffer = buffer.examples
     rng = random.Random(seed)
-    replay = rng.sample(seed_buffer, min(len(seed_buffer), round(ts.replay_ratio * len(new))))
+    replay = buffer.sample(round(ts.replay_ratio * len(new)), rng)
     if in_gate is not None:
         gate_set = [e for e in new if in_gate(e, gs.gate_fraction)]
         new_train = [e for e in new if not in_gate(e, gs.gate_fraction)]

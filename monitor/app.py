@@ -14,6 +14,13 @@ Order of one micro-batch (at-least-once; this is the one place it is written dow
    flush again the dead letters this step made, if any);
 6. commit the batch's offsets (retried like the flush).
 
+``run`` overlaps two batches: while batch n+1 is classified in the inference thread (ONNX
+Runtime and torch release the GIL), the loop publishes, flushes, hands to the learner and
+commits batch n, then polls and decodes batch n+2 (``_start`` is steps 2 and the submission of 3,
+``_settle`` the rest of 3 to 6, always for the batches in order). Each batch still goes through
+steps 1-6 in this order, and a batch's offsets are committed only after its own outputs are
+flushed. While a batch is in flight the poll takes only what has already arrived.
+
 A crash anywhere before 6 re-reads the batch after restart: duplicates are possible, losses
 are not. No message can stop the loop: whatever decoding, classifying, publishing or the
 learner raises for a message (beyond the decoder's own reasons) dead-letters that message
@@ -37,6 +44,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,7 +128,8 @@ def _broken(path: str | Path, directory: Path, err: Exception) -> ModelNotFound:
 class Source(Protocol):
     """Where batches come from: ``KafkaSource`` (the daemon), ``MemorySource`` (replays, tests)."""
 
-    def next_batch(self, max_batch: int, max_wait_ms: int, *, adaptive: bool = ...) -> list[RawMessage]: ...
+    def next_batch(self, max_batch: int, max_wait_ms: int, idle_ms: int = ..., *,
+                   adaptive: bool = ...) -> list[RawMessage]: ...
 
     def commit(self, messages: Sequence[RawMessage]) -> bool: ...
 
@@ -158,6 +167,29 @@ class _Decoded:
     item_messages: list[RawMessage] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     label_messages: list[RawMessage] = field(default_factory=list)
+
+
+@dataclass
+class _Inferred:
+    """What the inference thread returns for one batch (``Pipeline.process`` on its parts)."""
+
+    parts: list[tuple[Sequence[int], BatchOutcome]]
+    """(item indices, outcome) of each part, in order; one empty part when no item classified."""
+    failures: list[tuple[int, Exception]]
+    stats: Any
+    done: float
+    """perf_counter when it finished."""
+
+
+@dataclass
+class _InFlight:
+    """A batch between ``_start`` and ``_settle``: decoded, its classification submitted."""
+
+    messages: Sequence[RawMessage]
+    batch: _Decoded
+    inference: Future[_Inferred]
+    t0: float
+    t1: float
 
 
 @dataclass
@@ -227,6 +259,7 @@ class Monitor:
         self.sink = sink or KafkaSink(kafka)
         self.outage = Outage(self.metrics, backoff_max_s=kafka.outage_backoff_max_s)
         self._stop = threading.Event()
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-inference")
         self._totals = _Totals()
         self._last_summary = time.monotonic()
         self._last_lag = 0.0
@@ -256,29 +289,49 @@ class Monitor:
         cfg = self.config
         log.info("monitor running: inputs=%s output=%s model=%s", ",".join(cfg.kafka.input_topics),
                  cfg.kafka.output_topic, self.slot.current.version)
+        inflight: _InFlight | None = None
         try:
             while not self._stop.is_set():
-                messages = self.source.next_batch(cfg.batch.max_batch, cfg.batch.max_wait_ms,
-                                                  adaptive=cfg.batch.adaptive)
-                if messages:
-                    self.handle(messages)
-                self.swap_if_changed()
+                if inflight is None:
+                    messages = self.source.next_batch(cfg.batch.max_batch, cfg.batch.max_wait_ms,
+                                                      adaptive=cfg.batch.adaptive)
+                else:  # a batch is being classified: take only what has arrived, settle it next
+                    messages = self.source.next_batch(cfg.batch.max_batch, 0, idle_ms=0)
+                started = self._start(messages) if messages else None
+                if inflight is not None:
+                    self._settle(inflight)
+                inflight = started
+                self.swap_if_changed()  # the next batch submitted classifies with the new model
                 self._maybe_report()
+            if inflight is not None:  # stopping: finish the batch in hand
+                batch, inflight = inflight, None
+                self._settle(batch)
         except Abandoned as err:
             log.warning("%s", err)
         finally:
+            if inflight is not None:  # not committed: re-read after restart
+                inflight.inference.exception()
             self.close()
         return 0
 
     def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
-        """Steps 2-6 of the module docstring for one polled batch."""
+        """Steps 2-6 of the module docstring for one polled batch, without overlap (replays, tests)."""
+        return self._settle(self._start(messages))
+
+    def _start(self, messages: Sequence[RawMessage]) -> _InFlight:
+        """Step 2, and step 3's classification submitted to the inference thread."""
         t0 = time.perf_counter()
         batch = self._decode(messages)
         t1 = time.perf_counter()
-        outcome, classified = self._classify(batch)
-        stats = getattr(self.slot.current, "last_stats", None)
-        self._publish(outcome, [batch.item_messages[i] for i in classified])
+        return _InFlight(messages, batch, self._inference.submit(self._infer, batch), t0, t1)
+
+    def _settle(self, inflight: _InFlight) -> BatchOutcome:
+        """The rest of step 3 (the results sent), then steps 4-6 for the batch ``inflight``."""
+        batch, messages = inflight.batch, inflight.messages
+        inferred = inflight.inference.result()
         t2 = time.perf_counter()
+        outcome, classified = self._merge(batch, inferred)
+        self._publish(outcome, [batch.item_messages[i] for i in classified])
         self._flush()  # step 4: retried until the broker has every output; nothing is committed before
         t3 = time.perf_counter()
         if self.learner is not None:
@@ -286,7 +339,7 @@ class Monitor:
             self._flush()  # dead letters of the learner step, if any
         self._commit(messages)
         t4 = time.perf_counter()
-        self._record(outcome, len(messages), (t0, t1, t2, t3, t4), stats)
+        self._record(outcome, len(messages), (inflight.t0, inflight.t1, inferred.done, t2, t3, t4), inferred.stats)
         return outcome
 
     # --- the steps -------------------------------------------------------------------------------
@@ -319,21 +372,26 @@ class Monitor:
                 self._dead_letter(msg, "processing_error", describe_error(err))
         return out
 
-    def _classify(self, batch: _Decoded) -> tuple[BatchOutcome, list[int]]:
-        """``Pipeline.process`` on the items; an item that makes it raise is isolated and dead-lettered.
-
-        Returns the outcome and, for each of its predictions, the index of its item in ``batch``.
-        """
+    def _infer(self, batch: _Decoded) -> _Inferred:
+        """In the inference thread: ``Pipeline.process`` on the items, an item that makes it raise isolated."""
         items, msgs = batch.items, batch.item_messages
         parts, failures = isolate(
             lambda idx: self.pipeline.process([items[i] for i in idx], [msgs[i].received_at for i in idx]),
             len(items))
-        for index, err in failures:
+        if not parts:  # the windows' snapshot still comes from this thread, which alone touches the pipeline
+            parts = [([], self.pipeline.process([], []))]
+        return _Inferred(parts, failures, getattr(self.slot.current, "last_stats", None), time.perf_counter())
+
+    def _merge(self, batch: _Decoded, inferred: _Inferred) -> tuple[BatchOutcome, list[int]]:
+        """The outcome of the whole batch, the items that raised dead-lettered.
+
+        Returns the outcome and, for each of its predictions, the index of its item in ``batch``.
+        """
+        msgs, parts = batch.item_messages, inferred.parts
+        for index, err in inferred.failures:
             log.error("classifying %s/%d@%d raised %s; dead-lettered", msgs[index].topic, msgs[index].partition,
                       msgs[index].offset, describe_error(err))
             self._dead_letter(msgs[index], "processing_error", describe_error(err))
-        if not parts:
-            return self.pipeline.process([], []), []
         outcome = dataclasses.replace(
             parts[-1][1],
             predictions=[p for _, part in parts for p in part.predictions],
@@ -388,7 +446,7 @@ class Monitor:
     # --- bookkeeping ---------------------------------------------------------------------------------
     def _record(self, outcome: BatchOutcome, n_messages: int, t: tuple[float, ...], stats: Any) -> None:
         m = self.metrics
-        t0, t1, t2, t3, t4 = t
+        t0, t1, inferred, t2, t3, t4 = t
         m.stage_latency.labels(stage="decode").observe(t1 - t0)
         if stats is not None and outcome.predictions:
             infer = sum(stats.batch_seconds)
@@ -400,14 +458,14 @@ class Monitor:
             m.truncated.inc(stats.truncated)
         elif outcome.predictions:
             m.stage_latency.labels(stage="infer").observe(outcome.infer_seconds)
-        m.stage_latency.labels(stage="publish").observe(t3 - t1 - outcome.infer_seconds)
+        m.stage_latency.labels(stage="publish").observe(t3 - t2)
         m.stage_latency.labels(stage="commit").observe(t4 - t3)
         m.batch_size.observe(n_messages)
         m.last_consumed.set(time.time())
         for p in outcome.predictions:
             m.predictions.labels(topic=p.topic, sentiment=p.sentiment).inc()
             m.confidence.observe(p.confidence)
-            m.end_to_end_latency.observe(p.latency_ms / 1000.0 + (t3 - t2))
+            m.end_to_end_latency.observe(p.latency_ms / 1000.0 + (t3 - inferred))
         m.published.inc(len(outcome.predictions))
         m.record_windows(outcome.index, outcome.alerts)
         totals = self._totals
@@ -472,6 +530,7 @@ class Monitor:
 
     def close(self) -> None:
         """Flush (once) and close everything; safe to call twice."""
+        self._inference.shutdown(wait=True)
         try:
             self.sink.flush()
         except SinkError as err:  # stopping in an outage: those inputs were not committed, they are re-read

@@ -68,6 +68,14 @@ def list_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(directory: Path) -> None:
+    """The ONNX export of a version entering the registry or serving (kept when current); says how it went."""
+    from monitor.model.onnx_export import export_checkpoint
+
+    record = export_checkpoint(directory)
+    print(f"ONNX export {record.reason}" + ("" if record.accepted else " (torch serves it)"))
+
+
 def _loads(path: Path) -> str | None:
     """Why the checkpoint at ``path`` does not load, or None (a full load on the CPU)."""
     from monitor.model.checkpoint import CheckpointError, load_checkpoint
@@ -99,6 +107,7 @@ def add_version(args: argparse.Namespace) -> int:
         tmp = registry.staging / f".{meta.version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(args.checkpoint, tmp)
+        _export(tmp)
         tmp.rename(dest)
         registry.record("added", meta.version, source=str(args.checkpoint))
     added, buffer = seed_registry(registry.root, meta.version, replay_from=replay, per_class=args.replay_per_class)
@@ -116,6 +125,7 @@ def _serve(args: argparse.Namespace, event: str) -> int:
         print(f"monitor model {event}: version {args.version!r} does not load, CURRENT is unchanged "
               f"({registry.current_version()}): {problem}", file=sys.stderr)
         return 2
+    _export(registry.path(args.version))  # before CURRENT moves: daemons swapping to it find it exported
     try:
         registry.set_current(args.version, "promoted" if event == "promote" else event, reason=f"manual ({event})")
     except RegistryError as err:

@@ -11,7 +11,8 @@ Reads every ``--data`` file (partial labels are fine: PhraseBank has only sentim
 topic set only topics), holds out a stratified ``--val-fraction`` for early stopping (or uses
 ``--val-data``), trains with ``monitor.learn.fit`` and writes the checkpoint directory ``--out``
 atomically, with ``replay_seed.jsonl``: ``--replay-per-class`` examples of each class of its
-training data, which seed the learner's replay buffer when the model enters a registry. Exit
+training data, which seed the learner's replay buffer when the model enters a registry, and
+``--holdout-per-head`` validation examples of each head, which seed its forgetting holdout. Exit
 codes: 0 ok, 1 training diverged, 2 unreadable input or bad options.
 """
 
@@ -34,7 +35,7 @@ from monitor.learn.evaluate import evaluate
 from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import METHODS, TrainSettings
 from monitor.learn.trainer import TrainConfig, TrainingDiverged, fit
-from monitor.learn.warmstart import DEFAULT_PER_CLASS, read_seed, seed_registry, write_seed
+from monitor.learn.warmstart import DEFAULT_HOLDOUT_PER_HEAD, DEFAULT_PER_CLASS, read_seed, seed_registry, write_seed
 from monitor.model.backbone import default_backbone, load_encoder
 from monitor.model.checkpoint import (
     CheckpointError,
@@ -131,6 +132,9 @@ def add_parser(subparsers: Any) -> None:
                    help="with --from: replay these labelled examples (default: the checkpoint's replay_seed.jsonl)")
     p.add_argument("--replay-per-class", type=int, default=DEFAULT_PER_CLASS, metavar="N",
                    help="examples per class in the replay seed written with the checkpoint (default: %(default)s)")
+    p.add_argument("--holdout-per-head", type=int, default=DEFAULT_HOLDOUT_PER_HEAD, metavar="N",
+                   help="examples per head in the seed's forgetting holdout, from the validation examples "
+                        "(default: %(default)s; 0: none)")
     p.set_defaults(func=run)
 
 
@@ -200,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
         if args.replay_per_class < 1:
             raise ValueError(f"--replay-per-class must be >= 1, got {args.replay_per_class}")
+        if args.holdout_per_head < 0:
+            raise ValueError(f"--holdout-per-head must be >= 0, got {args.holdout_per_head}")
         if args.out.exists() and not args.overwrite:
             raise ValueError(f"{args.out} exists; pass --overwrite to replace it")
         if parent is not None:
@@ -210,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         pool: list[Example] = []
         if parent is not None:
             pool = (_read_all([args.replay_from], topics) if args.replay_from
-                    else read_seed(args.from_checkpoint)[1])
+                    else read_seed(args.from_checkpoint, "replay")[1])
         backbone = (args.backbone or default_backbone()) if parent is None else Path(parent.meta.backbone)
         tokenizer: Any
         if parent is None:
@@ -277,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
     save_checkpoint(model, tokenizer, meta, args.out, overwrite=args.overwrite)
     # The seed samples what the model knows: its training data, and with --from the old domain's seed too.
     seed = write_seed(args.out, (examples + pool) if parent else train, args.replay_per_class, seed=cfg.seed,
-                      source="monitor train", data_fingerprint=meta.data_fingerprint)
+                      source="monitor train", data_fingerprint=meta.data_fingerprint,
+                      holdout_per_head=args.holdout_per_head, holdout_from=val)
     if report is not None:
         print(format_report(report))
     print(f"wrote {meta.version} to {args.out} ({result.epochs_run} epochs, {result.seconds:.0f} s, "

@@ -44,6 +44,7 @@ __all__ = [
     "example_key",
     "in_holdout",
     "load_examples",
+    "load_tagged",
     "save_examples",
     "stratum",
 ]
@@ -173,13 +174,21 @@ class ReplayBuffer:
         source, period = stratum(e, self.period_s).rsplit("@", 1)
         return (source, period, e.topic or "", e.sentiment or "")
 
-    def add(self, e: Example) -> bool:
-        """Offer one labelled example; False for a duplicate or an unlabelled example."""
+    def add(self, e: Example, pool: str = "") -> bool:
+        """Offer one labelled example; False for a duplicate or an unlabelled example.
+
+        ``pool``: "train" or "holdout" puts it there (a warm-start seed's parts); "": by the hash of its text.
+        """
         key = example_key(e)
         if key in self._keys or (e.topic is None and e.sentiment is None):
             return False
-        pool = self._holdout if in_holdout(e, self.holdout_fraction) else self._train
-        kept, evicted = pool.add(self.cell(e), e, self._rng)
+        if pool not in ("", "train", "holdout"):
+            raise ValueError(f"pool must be train, holdout or empty, got {pool!r}")
+        held = pool == "holdout" or (not pool and in_holdout(e, self.holdout_fraction))
+        if held and self._holdout.capacity == 0:
+            held = False
+        pool_ = self._holdout if held else self._train
+        kept, evicted = pool_.add(self.cell(e), e, self._rng)
         self._added += 1
         if kept:  # else it was offered to (and counted by) the reservoir, just not sampled into it
             self._keys.add(key)
@@ -188,9 +197,29 @@ class ReplayBuffer:
         return True
 
     def sample(self, n: int, rng: random.Random, exclude: Collection[tuple[str, str, str]] = ()) -> list[Example]:
-        """Up to ``n`` distinct replay examples drawn uniformly, leaving out the keys in ``exclude``."""
+        """Up to ``n`` distinct replay examples, an equal share for each head, leaving out the keys in ``exclude``.
+
+        The cells balance the classes, but a head with few classes has few cells: a seed of 100
+        examples per class holds 2,000 topic tweets and 300 sentiment tweets, so a uniform draw
+        would give the sentiment head 13 % of the replay. Each head (topic, sentiment) gets
+        ``n / heads`` draws instead, uniform among the examples labelled for it (an example
+        labelled for both serves both); a head with too few examples leaves its share to the
+        other. Then shuffled.
+        """
         candidates = [e for e in self._train.examples() if example_key(e) not in exclude]
-        return rng.sample(candidates, min(n, len(candidates)))
+        if n >= len(candidates):
+            return rng.sample(candidates, len(candidates))
+        pools = sorted(([e for e in candidates if getattr(e, head) is not None] for head in ("topic", "sentiment")),
+                       key=len)
+        pools = [pool for pool in pools if pool]
+        chosen: dict[tuple[str, str, str], Example] = {}
+        for i, pool in enumerate(pools):  # the smallest first: what it cannot fill goes to the next
+            quota = (n - len(chosen)) // (len(pools) - i)
+            rest = [e for e in pool if example_key(e) not in chosen]
+            chosen.update((example_key(e), e) for e in rng.sample(rest, min(quota, len(rest))))
+        picked = list(chosen.values())
+        rng.shuffle(picked)
+        return picked
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path: Path | str) -> None:
@@ -282,6 +311,13 @@ def _read(path: Path | str) -> tuple[dict[str, Any], list[tuple[str, Example]]]:
         raise ValueError(f"{path} has format {header['format']}; this code reads <= {FORMAT}")
     rows = [json.loads(line) for line in lines[1:] if line.strip()]
     return header, [(row.get("pool", ""), _from_dict(row)) for row in rows]
+
+
+def load_tagged(path: Path | str) -> tuple[dict[str, Any], list[tuple[str, Example]]]:
+    """The header and the (tag, example) rows of a file written by ``save_examples`` with tags (empty if none)."""
+    if not Path(path).is_file():
+        return {}, []
+    return _read(path)
 
 
 def load_examples(path: Path | str) -> tuple[dict[str, Any], list[Example]]:

@@ -45,6 +45,7 @@ from monitor.learn.trainer import FitResult, TrainConfig, fit
 from monitor.learn.warmstart import write_seed
 from monitor.model.checkpoint import CheckpointMeta, load_checkpoint, new_version_id, save_checkpoint
 from monitor.model.network import MultiTaskClassifier
+from monitor.model.onnx_export import ensure_export
 from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
@@ -221,8 +222,9 @@ def retrain(
             train_config=cfg.to_dict(), dropout=loaded.meta.dropout, max_length=max_length,
         )
         save_checkpoint(model, tokenizer, meta, registry.path(version))
+        ensure_export(registry.path(version), model, tokenizer, max_length)  # never raises; torch serves if refused
         write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}",
-                   data_fingerprint=meta.data_fingerprint)
+                   data_fingerprint=meta.data_fingerprint, holdout_per_head=0)  # its data is in the buffer
         passed = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)

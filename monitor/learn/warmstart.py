@@ -4,20 +4,26 @@ Without it the learner's buffer starts empty: the first update is naive fine-tun
 labels and the gate's forgetting holdout holds only new-domain examples, so forgetting of the
 domain the model was trained on is never measured. So:
 
-- ``monitor train`` writes ``replay_seed.jsonl`` into every checkpoint it writes: up to
-  ``--replay-per-class`` examples of every class of each head, spread evenly over the sources
-  (``balanced_sample``), with the fingerprint of the whole training set in its header. A retrain
-  promoted by the learner carries one too (a sample of what it trained on).
+- ``monitor train`` writes ``replay_seed.jsonl`` into every checkpoint it writes, in two parts
+  with the fingerprint of the whole training set in its header:
+  - *replay*: up to ``--replay-per-class`` examples of every class of each head, spread evenly
+    over the sources (``balanced_sample``);
+  - *holdout*: up to ``--holdout-per-head`` (500) examples for each head, evenly over its classes
+    and sources, taken from the validation examples when there are any (never trained on), else
+    from the training examples the replay part did not take. They go to the forgetting holdout
+    whole, so the gate tests forgetting of each head of the old domain on hundreds of answers
+    (a 10 % hash share of the replay part would give the 3-class sentiment head about 30).
+  A retrain promoted by the learner carries a replay part (a sample of what it trained on).
 - ``monitor model add CHECKPOINT [--replay-from FILE]`` copies it into the registry (or writes one
   from ``FILE``, for a model trained elsewhere) and seeds the registry's default learner buffer
   (``<registry>/learner/buffer.jsonl``) at once; the learner, when it starts, seeds its buffer
   (wherever ``state_dir`` puts it) from the serving version's seed file if it has not absorbed
   that fingerprint yet. A second start does not add the seed again.
 
-Seeded examples enter the buffer like any labelled example: a share (``holdout_fraction``, by a
-hash of the text) goes to the forgetting holdout, the rest is replayed; their stratum is their
-source with no event time (``twitter_topic@?``), so the gate tests forgetting on the old domain
-separately from the stream.
+Seeded examples enter the buffer's pool their part names (a seed written before the parts
+existed: a ``holdout_fraction`` share by a hash of the text goes to the holdout, as for any
+labelled example); their stratum is their source with no event time (``twitter_topic@?``), so
+the gate tests forgetting on the old domain separately from the stream.
 
     >>> data = [Example(f"t{i}", topic="A" if i % 4 else "B", source="s1" if i % 2 else "s2") for i in range(40)]
     >>> from collections import Counter
@@ -35,28 +41,37 @@ from pathlib import Path
 from typing import Any
 
 from monitor.datasets import fingerprint
-from monitor.learn.buffer import ReplayBuffer, example_key, load_examples, save_examples
+from monitor.learn.buffer import ReplayBuffer, example_key, load_tagged, save_examples
 from monitor.records import Example
 
-__all__ = ["DEFAULT_PER_CLASS", "SEED_FILE", "balanced_sample", "read_replay_file", "read_seed", "seed_buffer",
-           "seed_registry", "write_seed"]
+__all__ = ["DEFAULT_HOLDOUT_PER_HEAD", "DEFAULT_PER_CLASS", "SEED_FILE", "balanced_sample", "read_replay_file",
+           "read_seed", "seed_buffer", "seed_registry", "write_seed"]
 
 SEED_FILE = "replay_seed.jsonl"
 #: Examples per class of each head in a seed (``monitor train --replay-per-class``).
 DEFAULT_PER_CLASS = 100
+#: Forgetting-holdout examples per head in a seed (``monitor train --holdout-per-head``).
+DEFAULT_HOLDOUT_PER_HEAD = 500
+HEADS = ("topic", "sentiment")
 
 
-def balanced_sample(examples: Sequence[Example], per_class: int, seed: int = 0) -> list[Example]:
-    """Up to ``per_class`` examples of each class of each head, taken from the sources in turn (seeded)."""
+def balanced_sample(examples: Sequence[Example], per_class: int, seed: int = 0,
+                    per_head: int | None = None) -> list[Example]:
+    """Up to ``per_class`` examples of each class of each head, taken from the sources in turn (seeded).
+
+    ``per_head``: instead, up to that many examples for each head, split evenly over its classes.
+    """
     order = list(examples)
     random.Random(seed).shuffle(order)
     chosen: dict[tuple[str, str, str], Example] = {}
-    for head in ("topic", "sentiment"):
+    for head in HEADS:
         by_class: dict[str, dict[str, list[Example]]] = defaultdict(lambda: defaultdict(list))
         for e in order:
             label = getattr(e, head)
             if label is not None:
                 by_class[label][e.source].append(e)
+        if per_head is not None:
+            per_class = per_head // max(1, len(by_class))
         for label, by_source in sorted(by_class.items()):
             have = sum(1 for e in chosen.values() if getattr(e, head) == label)
             queues = [by_source[s][::-1] for s in sorted(by_source)]
@@ -71,31 +86,47 @@ def balanced_sample(examples: Sequence[Example], per_class: int, seed: int = 0) 
 
 
 def write_seed(directory: Path | str, examples: Sequence[Example], per_class: int = DEFAULT_PER_CLASS,
-               seed: int = 0, source: str = "training data", data_fingerprint: str = "") -> Path:
+               seed: int = 0, source: str = "training data", data_fingerprint: str = "",
+               holdout_per_head: int = DEFAULT_HOLDOUT_PER_HEAD, holdout_from: Sequence[Example] = ()) -> Path:
     """Write the seed of a model trained on ``examples`` into its checkpoint ``directory``.
 
-    ``data_fingerprint``: the checkpoint's ``meta.data_fingerprint`` (default: that of ``examples``).
+    ``data_fingerprint``: the checkpoint's ``meta.data_fingerprint`` (default: that of ``examples``);
+    ``holdout_from``: examples the model never trained on for the holdout part (default: the
+    ``examples`` the replay part did not take); ``holdout_per_head`` 0: no holdout part.
     """
     picked = balanced_sample(examples, per_class, seed)
+    taken = {example_key(e) for e in picked}
+    pool = [e for e in (holdout_from or examples) if example_key(e) not in taken]
+    held = balanced_sample(pool, 0, seed, per_head=holdout_per_head) if holdout_per_head > 0 else []
     path = Path(directory) / SEED_FILE
     header = {"kind": "replay-seed", "fingerprint": data_fingerprint or fingerprint(examples), "per_class": per_class,
-              "examples": len(picked), "of": len(examples), "from": source}
-    save_examples(path, picked, header)
+              "examples": len(picked), "holdout": len(held),
+              "holdout_from": "validation examples" if holdout_from else "training examples",
+              "of": len(examples), "from": source}
+    save_examples(path, [*picked, *held], header, tags=["replay"] * len(picked) + ["holdout"] * len(held))
     return path
 
 
-def read_seed(directory: Path | str) -> tuple[dict[str, Any], list[Example]]:
-    """Header and examples of the seed in a checkpoint ``directory`` (``({}, [])`` when it has none)."""
-    return load_examples(Path(directory) / SEED_FILE)
+def read_seed(directory: Path | str, part: str = "") -> tuple[dict[str, Any], list[Example]]:
+    """Header and examples of the seed in a checkpoint ``directory`` (``({}, [])`` when it has none).
+
+    ``part``: only the "replay" part (what an offline update may train on) or the "holdout" part; "": both.
+    """
+    header, rows = load_tagged(Path(directory) / SEED_FILE)
+    return header, [e for tag, e in rows if not part or (tag or "replay") == part]
 
 
 def seed_buffer(buffer: ReplayBuffer, directory: Path | str) -> int:
-    """Add the seed of the checkpoint ``directory`` to ``buffer`` once (by fingerprint); the examples added."""
-    header, examples = read_seed(directory)
+    """Add the seed of the checkpoint ``directory`` to ``buffer`` once (by fingerprint); the examples added.
+
+    Its replay part goes to the replay pool, its holdout part to the holdout (a seed without parts:
+    by the hash of each text, as any example)."""
+    header, rows = load_tagged(Path(directory) / SEED_FILE)
     mark = str(header.get("fingerprint") or "")
-    if not examples or not mark or mark in buffer.seeds:
+    if not rows or not mark or mark in buffer.seeds:
         return 0
-    added = sum(buffer.add(e) for e in examples)
+    pools = {"replay": "train", "holdout": "holdout"}
+    added = sum(buffer.add(e, pool=pools.get(tag, "")) for tag, e in rows)
     buffer.seeds.append(mark)
     return added
 

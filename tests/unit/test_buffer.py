@@ -140,3 +140,19 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: py
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["window.jsonl"]
     header, examples = load_examples(path)
     assert header["new_labels"] == 1 and examples == [_ex(1)]
+
+
+def test_sample_gives_each_head_an_equal_share() -> None:
+    # A warm seed's shape: 20 topic classes and 3 sentiment classes, 20 examples each.
+    buf = ReplayBuffer(capacity=1000, holdout_fraction=0.0)
+    for k in range(20):
+        for i in range(20):
+            buf.add(Example(f"topic {k} {i}", topic=f"T{k}", source="tweets_topic"))
+    for s in ("negative", "neutral", "positive"):
+        for i in range(20):
+            buf.add(Example(f"{s} {i}", sentiment=s, source="tweets_sentiment"))
+    sample = buf.sample(100, random.Random(0))
+    assert len(sample) == 100 and len({example_key(e) for e in sample}) == 100
+    assert sum(e.sentiment is not None for e in sample) == 50  # uniform would give about 13
+    big = buf.sample(200, random.Random(0))  # more than the 60 sentiment examples: topic takes the rest
+    assert sum(e.sentiment is not None for e in big) == 60 and len(big) == 200

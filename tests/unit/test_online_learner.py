@@ -161,6 +161,8 @@ def test_drift_triggers_a_promotion_that_learns_b_and_keeps_a(registry_dir: Path
     assert history[-1]["gate"]["improvement"] >= 0.01 and history[-1]["gate"]["forgetting"] <= 0.05
     meta = json.loads((registry_dir / "versions" / result.version / "meta.json").read_text())
     assert meta["parent"] == "v-a" and meta["metrics"]["gate"]["improvement"] == result.numbers["improvement"]
+    onnx = json.loads((registry_dir / "versions" / result.version / "onnx.json").read_text())
+    assert onnx["accepted"], onnx  # exported before it was made current: a daemon swapping to it needs no export
     assert sample(m.training_runs, outcome="promoted") == 1 and sample(m.training_active) == 0
     assert sample(m.last_promotion) > 0 and sample(m.forgetting) == result.numbers["forgetting"]
     assert sample(m.replay_buffer_size) == len(learner.buffer) > 0

@@ -180,3 +180,21 @@ def test_int8_is_quantized_and_recorded(exported: Path, tmp_path: Path) -> None:
     int8 = Predictor(predictor.model, predictor.tokenizer, "q", max_length=32,
                      backend=OnnxBackend.from_file(path / "model.int8.onnx", record.int8["sha256"], name="onnx-int8"))
     assert len(int8.predict(TEXTS)) == len(TEXTS)
+
+
+def test_model_add_and_promote_export_before_anything_serves(tiny_backbone: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
+
+    checkpoint = _checkpoint(tiny_backbone, tmp_path / "ckpt")
+    registry = tmp_path / "models"
+    assert main(["model", "--registry", str(registry), "add", str(checkpoint)]) == 0
+    assert "ONNX export accepted" in capsys.readouterr().out
+    version = registry / "versions" / load_checkpoint(checkpoint).meta.version
+    record = read_record(version)
+    assert record is not None and record.accepted and record.sha256 == file_sha256(version / ONNX_FILE)
+    assert not (checkpoint / ONNX_FILE).exists()  # the source checkpoint is left as it was
+    (version / ONNX_FILE).unlink()
+    (version / RECORD_FILE).unlink()
+    assert main(["model", "--registry", str(registry), "promote", version.name]) == 0
+    assert (version / ONNX_FILE).is_file() and read_record(version) is not None  # exported before CURRENT moved

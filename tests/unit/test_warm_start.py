@@ -67,6 +67,26 @@ def test_train_writes_a_balanced_seed_with_the_data_fingerprint(trained: Path) -
     assert len(seed) < 600 and meta.max_length == 16
 
 
+def test_seed_holdout_part_is_balanced_per_head_from_validation_and_goes_to_the_holdout(trained: Path) -> None:
+    header, replay = read_seed(trained, "replay")
+    _, held = read_seed(trained, "holdout")
+    assert header["holdout"] == len(held) > 0 and header["holdout_from"] == "validation examples"
+    assert not {e.text for e in replay} & {e.text for e in held}
+    assert len(held) <= 60  # monitor train's 10 % validation split of 600: never trained on
+    buffer = ReplayBuffer(capacity=2000, holdout_fraction=0.1, holdout_capacity=1000)
+    from monitor.learn.warmstart import seed_buffer
+
+    assert seed_buffer(buffer, trained) == len(replay) + len(held)
+    assert sorted(e.text for e in buffer.holdout) == sorted(e.text for e in held)  # whole, not a hash share
+    assert sorted(e.text for e in buffer.examples) == sorted(e.text for e in replay)
+    # per head: an equal number of examples for each head, split evenly over its classes
+    many = [Example(f"t{i}", topic=f"T{i % 20}", source="tweets_topic") for i in range(4000)]
+    many += [Example(f"s{i}", sentiment=["negative", "neutral", "positive"][i % 3], source="tweets_sentiment")
+             for i in range(3000)]
+    picked = balanced_sample(many, 0, per_head=600)
+    assert Counter(e.source for e in picked) == {"tweets_topic": 600, "tweets_sentiment": 600}
+
+
 def test_model_add_seeds_the_replay_buffer_and_the_holdout(trained: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     registry = tmp_path / "models"
@@ -97,8 +117,9 @@ def test_model_add_replay_from_seeds_a_model_trained_elsewhere(trained: Path, tm
     data = write_jsonl(stream("A", 200, 9), tmp_path / "theirs.jsonl")
     assert main(["model", "--registry", str(registry), "add", str(bare), "--replay-from", str(data),
                  "--replay-per-class", "10"]) == 0
-    _, rows = load_examples(registry / "learner" / "buffer.jsonl")
-    assert Counter(e.sentiment for e in rows)["neutral"] >= 10 and len(rows) <= 10 * (3 + 3)
+    buffer = ReplayBuffer.load(registry / "learner" / "buffer.jsonl", 2000, 0.1, holdout_capacity=1000)
+    assert Counter(e.sentiment for e in buffer.examples)["neutral"] >= 10 and len(buffer) <= 10 * (3 + 3)
+    assert 0 < len(buffer.holdout) <= 2 * 500  # the holdout part: their examples the replay part did not take
     assert main(["model", "--registry", str(registry), "add", str(bare), "--replay-from",
                  str(tmp_path / "missing.jsonl")]) == 2
 
@@ -110,7 +131,7 @@ def test_train_from_is_an_offline_update_that_learns_and_keeps(trained: Path, tm
     code = main(["train", "--from", str(trained), "--data", str(data), "--out", str(out), "--version", "v-b",
                  "--epochs", "12", "--distill-weight", "0.2", "--replay-ratio", "1.0", "--no-freeze-embeddings", *FAST])
     assert code == 0, capsys.readouterr().err
-    n = len(read_seed(trained)[1])  # ratio 1.0 would take 240; the seed holds fewer
+    n = len(read_seed(trained, "replay")[1])  # ratio 1.0 would take 240; the seed holds fewer
     assert f"fine-tuning v-a (replay_distill): 240 new + {n} replay examples (of {n})" in capsys.readouterr().err
     before, after = load_checkpoint(trained), load_checkpoint(out)
     assert (after.meta.parent, after.meta.max_length, after.meta.topics) == ("v-a", 16, before.meta.topics)
