@@ -1,16 +1,19 @@
 """The issue #10 experiment as a user runs it: ``monitor replay --learn`` with DEFAULT learner settings.
 
 1. A registry with the served Twitter model (``var/bench/twitter_base``, see bench/README.md),
-   entered by ``monitor model add`` (its warm-start seed: ``--replay-from`` its training tweets
-   when the checkpoint has no ``replay_seed.jsonl``, as for a model trained elsewhere).
+   entered by ``monitor model add``. Its warm-start seed is the one ``monitor train --val-data``
+   writes (``write_seed``: 100 training tweets a class of each head to replay, 500 validation
+   tweets a head for the forgetting holdout), added to a copy when the checkpoint has none.
 2. ``N`` labelled Financial PhraseBank sentences (the *stream* part, a seeded sample), one every
    ``--spacing-s`` seconds of event time, each label known ``--label-delay-s`` later, streamed
    through ``monitor replay FEED --learn`` with a config that sets only ``model.path`` and
    ``learning.enabled``: every learner setting is its default (triggers, gate, recipe).
 3. The served model and the replay's final ``CURRENT`` scored on data no choice saw: the PhraseBank
-   *final* split (gain, and the share of the gap to an in-domain model recovered) and the served
-   model's validation tweets (forgetting, paired, with its standard error). Every training run's
-   gate verdict is printed beside what the held-out data says of the model it promoted.
+   *final* split (gain, and the share of the gap to an in-domain model recovered) and 1,000
+   tweets a set the served model never saw (``twitter_fresh``: forgetting, paired, with its
+   standard error). ``--split tune`` scores the PhraseBank *tune* split and the test tweets
+   instead (for choosing). Every training run's gate verdict is printed beside what the
+   held-out data says of the model it promoted.
 
     MONITOR_SHARED_DATA=/work/shared/data nice -n 10 .venv/bin/python bench/adapt_replay.py --seeds 0 1 2
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,9 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from continual_adapt import BASE, DOMAIN, cached, eval_sets, load, paired, reference_scores, score
-from continual_domain_data import ROOT, build, data_dir
+from continual_domain_data import ROOT, build, data_dir, fresh
 
+from monitor.datasets import read_labelled
+from monitor.learn.warmstart import SEED_FILE, write_seed
 from monitor.model.checkpoint import load_checkpoint
+from monitor.records import Example
 from monitor.registry import ModelRegistry
 
 MONITOR = [str(Path(sys.executable).with_name("monitor"))]
@@ -53,12 +60,26 @@ def feed(path: Path, n: int, seed: int, spacing_s: float, delay_s: float) -> int
     return min(n, len(stream))
 
 
+def held_out(split: str) -> dict[str, tuple[list[Example], str]]:
+    """The sets scored: the PhraseBank split and, for final, tweets the served model never saw."""
+    sets = eval_sets(split)
+    if split == "final":
+        tweets = read_labelled(fresh(DOMAIN), "jsonl")
+        sets["tweets_sentiment"] = ([e for e in tweets if e.sentiment is not None], "sentiment")
+        sets["tweets_topic"] = ([e for e in tweets if e.topic is not None], "topic")
+    return sets
+
+
 def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     registry_dir, out = work / f"registry-{seed}", work / f"replay-{seed}"
-    add = [*MONITOR, "model", "--registry", str(registry_dir), "add", str(BASE), "--promote"]
-    if not (BASE / "replay_seed.jsonl").is_file():
-        add += ["--replay-from", str(DOMAIN / "twitter_train.jsonl") + ":jsonl"]
-    subprocess.run(add, check=True)
+    served = BASE
+    if not (BASE / SEED_FILE).is_file():  # the seed monitor train --val-data would have written
+        served = work / "served"
+        if not served.exists():
+            shutil.copytree(BASE, served)
+            write_seed(served, load("twitter_train"), holdout_from=load("twitter_val"),
+                       data_fingerprint=load_checkpoint(BASE).meta.data_fingerprint, source="monitor train")
+    subprocess.run([*MONITOR, "model", "--registry", str(registry_dir), "add", str(served), "--promote"], check=True)
     config = work / f"config-{seed}.yaml"
     settings = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in json.loads(args.settings).items())
     config.write_text(f"model:\n  path: {registry_dir}\nlearning:\n  enabled: true\n"
@@ -75,8 +96,9 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     final = ModelRegistry(out / "registry").current_version()
     base = load_checkpoint(BASE)
     max_length = base.meta.max_length or 64
-    sets = eval_sets(args.split)
-    before = cached(f"base:{args.split}@{max_length}", lambda: score(base.model, base.tokenizer, sets, max_length))
+    sets = held_out(args.split)
+    before = cached(f"base:{args.split}-fresh@{max_length}",
+                    lambda: score(base.model, base.tokenizer, sets, max_length))
     scores: dict[str, dict[str, list[int]]] = {base.meta.version: before}
     for h in runs:  # what the held-out data says of every model the gate let through
         if h["event"] == "promoted":

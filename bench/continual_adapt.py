@@ -173,7 +173,7 @@ def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
         buffer.add(e)
     seed_buffer = buffer.examples
     rng = random.Random(seed)
-    replay = buffer.sample(round(ts.replay_ratio * len(new)), rng)
+    replay = buffer.sample(ts.replay_size(len(new)), rng)
     if in_gate is not None:
         gate_set = [e for e in new if in_gate(e, gs.gate_fraction)]
         new_train = [e for e in new if not in_gate(e, gs.gate_fraction)]

@@ -76,6 +76,24 @@ def build(out: Path, per_set: int, seed: int = 0) -> dict[str, int]:
     return sizes
 
 
+def fresh(out: Path, per_set: int = 5000, n: int = 1000, seed: int = 0) -> Path:
+    """``twitter_fresh.jsonl``: ``n`` tweets a set from the train splits that ``twitter_train`` did not take.
+
+    The served model never saw them (not even for early stopping) and no tuning choice looked at them:
+    the forgetting test of the final split of ``adapt_replay``.
+    """
+    path = out / "twitter_fresh.jsonl"
+    if path.is_file():
+        return path
+    picked: list[Example] = []
+    for rel, fmt in TWITTER.values():
+        train, _, _ = three_way(read_labelled(data_dir() / rel, fmt), seed)
+        used = {e.text for e in sample(train, per_set, seed=seed)}
+        picked += sample([e for e in train if e.text not in used], n, seed=seed + 20)
+    write_jsonl(path, picked)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "domain")

@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from monitor.config import BatchConfig  # noqa: E402
 from monitor.datasets import read_labelled, split_examples  # noqa: E402
 from monitor.records import Example  # noqa: E402
 
@@ -79,7 +80,7 @@ def pct(values: list[float], q: float) -> float:
 
 # --- forward only -------------------------------------------------------------------------------------
 def forward_only(model_dir: Path, texts: list[str], seed_texts: int, poll: int, rounds: int,
-                 int8_ok: bool, max_length: int) -> dict[str, Any]:
+                 int8_ok: bool, max_length: int, baseline_poll: int = 64) -> dict[str, Any]:
     from monitor.config import ModelConfig
     from monitor.model.predictor import Predictor
     from monitor.serving import load_predictor
@@ -105,7 +106,7 @@ def forward_only(model_dir: Path, texts: list[str], seed_texts: int, poll: int, 
 
     variants: dict[str, tuple[Any, int]] = {
         "seed_loop": (seed_loop, seed_texts),
-        f"baseline_torch_{poll}": (slices(baseline, 64), len(texts)),
+        f"baseline_torch_{baseline_poll}": (slices(baseline, baseline_poll), len(texts)),
         "baseline_torch_all": (slices(baseline, len(texts)), len(texts)),
         f"torch_budget_{poll}": (slices(ours_torch, poll), len(texts)),
         "torch_budget_all": (slices(ours_torch, len(texts)), len(texts)),
@@ -129,7 +130,7 @@ def forward_only(model_dir: Path, texts: list[str], seed_texts: int, poll: int, 
             share.append(predictor.last_stats.padding_share)
         padding[f"{name}_{poll}"] = round(statistics.mean(share), 4)
     best = {k: max(v) for k, v in rates.items()}
-    ref = best[f"baseline_torch_{poll}"]
+    ref = best[f"baseline_torch_{baseline_poll}"]
     return {"msg_per_s_best": {k: round(v, 1) for k, v in best.items()},
             "msg_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
             "ratio_to_baseline_batching": {k: round(v / ref, 2) for k, v in best.items()},
@@ -335,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="source tree of the baseline daemon (git archive a361fcd | tar -x -C DIR)")
     parser.add_argument("--messages", type=int, default=3000, help="backlog per end-to-end run (default 3000)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
-    parser.add_argument("--poll", type=int, default=64, help="messages per poll, batch.max_batch (default 64)")
+    parser.add_argument("--poll", type=int, default=BatchConfig().max_batch,
+                        help="messages per poll of this tree's daemons, batch.max_batch (default: its default, "
+                             "%(default)s)")
+    parser.add_argument("--baseline-poll", type=int, default=64,
+                        help="batch.max_batch of the baseline daemon (default 64, its default at a361fcd)")
     parser.add_argument("--paced-s", type=float, default=20.0, help="seconds of the half-peak phase (default 20)")
     parser.add_argument("--forward-texts", type=int, default=1000, help="texts of the forward-only runs")
     parser.add_argument("--variants", default="baseline,torch,onnx,int8", help="end-to-end variants to run")
@@ -371,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     report["settings"]["max_length"] = str(max_length)
     print(f"forward only: {args.forward_texts} texts, {args.rounds} rounds, max_length {max_length} ...", flush=True)
     report["forward_only"] = forward_only(model, texts[: args.forward_texts], 150, args.poll, args.rounds, True,
-                                          max_length)
+                                          max_length, args.baseline_poll)
     print(json.dumps(report["forward_only"]["msg_per_s_best"]), flush=True)
     report["int8_twitter_test"] = int8_report(model, {k: test for k, (_, test) in data.items()}, max_length)
     print(json.dumps(report["int8_twitter_test"]), flush=True)
@@ -383,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for v in variants:
                 code = args.baseline if v == "baseline" else ROOT
-                daemon = Daemon(v, code, broker.bootstrap, model, work, extra[v], args.poll, max_length)
+                poll = args.baseline_poll if v == "baseline" else args.poll
+                daemon = Daemon(v, code, broker.bootstrap, model, work, extra[v], poll, max_length)
                 result = end_to_end(daemon, texts, args.paced_s, timeout_s=900)
                 runs[v].append(result)
                 print(f"round {r + 1} {v}: {result['msg_per_s']} msg/s, start {result['startup_s']} s, "

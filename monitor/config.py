@@ -184,8 +184,8 @@ class KafkaConfig:
 class BatchConfig:
     __pydantic_config__ = _SECTION
 
-    max_batch: int = 64
-    """Classify at most this many messages at once."""
+    max_batch: int = 256
+    """Classify at most this many messages at once (one poll; token-budget batches are formed over all of them)."""
     max_wait_ms: int = 200
     """... or whatever arrived within this time, whichever comes first."""
     adaptive: bool = True

@@ -61,8 +61,18 @@ class BrokerConfig:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool makes)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool makes).
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with "-": StorageTool's argument parser
+    would take it for an option (``--cluster-id/-t: expected one argument``; 1 start in 64).
+
+    >>> all(not new_cluster_id().startswith("-") and len(new_cluster_id()) == 22 for _ in range(500))
+    True
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def server_properties(config: BrokerConfig, port: int, controller_port: int, log_dir: Path) -> str:

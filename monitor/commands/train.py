@@ -31,6 +31,7 @@ from transformers import AutoTokenizer
 from monitor.commands.eval import format_report
 from monitor.datasets import FORMATS, DataError, fingerprint, parse_data_arg, read_labelled, sample, split_examples
 from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
+from monitor.learn.buffer import ReplayBuffer
 from monitor.learn.evaluate import evaluate
 from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import METHODS, TrainSettings
@@ -65,6 +66,7 @@ _RUN_OPTIONS: tuple[tuple[str, type, str], ...] = (
 #: Options of --from only (the update's protection against forgetting), defaults from the learner.
 _UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("replay_ratio", float, "replay examples per new example"),
+    ("min_replay", int, "fewest replay examples drawn, however few the new examples"),
     ("distill_weight", float, "weight of the distillation from the --from model"),
     ("distill_temperature", float, "distillation temperature"),
     ("ewc_lambda", float, "EWC penalty weight (method ewc)"),
@@ -231,9 +233,11 @@ def run(args: argparse.Namespace) -> int:
         examples = sample(examples, args.max_examples, seed=cfg.seed)
     teacher, penalty, replay = None, None, []
     if parent is not None and ts is not None:
-        if ts.method in ("replay", "replay_distill"):
-            n = min(len(pool), round(ts.replay_ratio * len(examples)))
-            replay = random.Random(cfg.seed).sample(pool, n)
+        if ts.method in ("replay", "replay_distill"):  # drawn as the learner draws from its buffer
+            drawn = ReplayBuffer(max(1, len(pool)), holdout_fraction=0.0, seed=cfg.seed)
+            for e in pool:
+                drawn.add(e, pool="train")
+            replay = drawn.sample(ts.replay_size(len(examples)), random.Random(cfg.seed))
         if ts.method == "replay_distill":
             teacher = copy.deepcopy(model)
         if ts.method == "ewc":

@@ -6,9 +6,10 @@ got it right. Only the discordant answers say anything about the difference: ``b
 right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answers.
 
 - **Better on recent labels?** On the gate set (a hash-chosen share of the new labels, never
-  trained on), McNemar's exact test, one-sided, mid-p: ``p = P(X > c) + P(X = c) / 2`` for
-  ``X ~ Binomial(b + c, 1/2)``. The challenger is better when ``p <= 1 - confidence`` and the
-  observed improvement ``(c - b) / n`` is at least ``min_improvement``.
+  trained on, plus the holdout's labels of the same time span), McNemar's exact test,
+  one-sided, mid-p: ``p = P(X > c) + P(X = c) / 2`` for ``X ~ Binomial(b + c, 1/2)``. The
+  challenger is better when ``p <= 1 - confidence`` and the observed improvement
+  ``(c - b) / n`` is at least ``min_improvement``.
 - **Not forgetting?** On the replay holdout (seeded with the old domain's data when the model
   entered the registry, then a share of the stream), the accuracy loss ``(b - c) / n`` has a
   one-sided upper confidence bound (Newcombe's hybrid score interval for paired proportions,

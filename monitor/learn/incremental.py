@@ -14,7 +14,10 @@ copy. Steps:
 3. ``fit`` with the lower layers frozen, the distillation teacher or the online EWC penalty, the
    time budget and the learner's stop flag;
 4. predict the gate set and the replay holdout with both models at the serving checkpoint's
-   truncation length (``meta.max_length``, the one serving uses); ``gate.judge`` on the paired answers;
+   truncation length (``meta.max_length``, the one serving uses); ``gate.judge`` on the paired
+   answers: "better" on the recent labels (the gate set, plus the holdout's examples from the
+   window's time span: the same stream's share set aside, never trained on either), "not
+   forgetting" on the holdout and each of its strata;
 5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
    metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
    ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then
@@ -208,6 +211,13 @@ def retrain(
             scored[name] = (_predicted(m, tokenizer, gate_set, max_length),
                             _predicted(m, tokenizer, job.holdout, max_length))
         recent = paired(gate_set, scored["serving"][0], scored["challenger"][0])
+        # The holdout's share of the same labels (as recent as the window, never trained on either)
+        # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
+        # of a few points from noise.
+        since = min((e.time for e in job.new if e.time is not None), default=None)
+        for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
+            if since is not None and e.time is not None and e.time >= since:
+                recent = recent + paired([e], [s], [c])
         strata: dict[str, Paired] = {}
         for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
             name = stratum(e, settings.buffer.period_s)

@@ -255,7 +255,7 @@ class OnlineLearner:
         if not decision.start:
             return
         new = tuple(self._window.values())
-        n_replay = round(self.settings.train.replay_ratio * len(new))
+        n_replay = self.settings.train.replay_size(len(new))
         job = RunInput(
             serving_version=self.registry.current_version() or self.drift.version,
             new=new,

@@ -160,6 +160,8 @@ class TrainSettings(_Group):
     """replay_distill (replay + LwF distillation), replay, ewc (replay-free online EWC) or naive (new data only)."""
     replay_ratio: float = 1.0
     """Replay examples drawn per new training example (replay methods)."""
+    min_replay: int = 0
+    """Fewest replay examples a run draws (when the buffer holds them), however small the window."""
     distill_temperature: float = 2.0
     """Softening temperature of the distillation from the serving model."""
     distill_weight: float = 1.0
@@ -185,10 +187,21 @@ class TrainSettings(_Group):
     val_fraction: float = 0.0
     """Share of the training set used for early stopping (0: no early stopping, all epochs run, all data trains)."""
 
+    def replay_size(self, new_examples: int) -> int:
+        """Replay examples a run on ``new_examples`` new ones draws: ``replay_ratio`` of them, at least ``min_replay``.
+
+        >>> TrainSettings(replay_ratio=1.0, min_replay=500).replay_size(120), TrainSettings().replay_size(120)
+        (500, 120)
+        """
+        if self.method not in ("replay", "replay_distill"):
+            return 0
+        return max(self.min_replay, round(self.replay_ratio * new_examples))
+
     @model_validator(mode="after")
     def _valid(self) -> TrainSettings:
         _check(self.method in METHODS, "method", f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         _check(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
+        _check(self.min_replay >= 0, "min_replay", "must be >= 0")
         _check(self.distill_temperature > 0, "distill_temperature", "must be > 0")
         _check(self.distill_weight >= 0, "distill_weight", "must be >= 0")
         _check(self.ewc_lambda >= 0, "ewc_lambda", "must be >= 0")

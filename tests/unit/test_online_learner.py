@@ -355,3 +355,24 @@ def test_a_passed_challenger_serves_only_if_its_parent_still_does(registry_dir: 
     assert result.outcome == "rejected" and result.reason == "serving version changed during training (now v-b)"
     assert registry.current_version() == "v-b" and not (registry_dir / "versions" / "v-c").exists()
     assert registry.history()[-1]["event"] == "rejected"
+
+
+def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(registry_dir: Path) -> None:
+    """Recent evidence = the gate set plus holdout examples from the window's time span (never trained on);
+    older holdout examples and the timeless seed only test forgetting."""
+    from dataclasses import replace as copy_with
+
+    from monitor.learn.incremental import RunInput, in_gate, retrain
+    from monitor.learn.settings import parse_settings
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 1})
+    window = stream("B", 80, 41, offset=10_000)
+    recent_held = stream("B", 30, 42, offset=10_020)  # inside the window's span
+    old_held = stream("A", 20, 43)  # before it
+    seed_held = [copy_with(e, time=None, source="seed") for e in stream("A", 10, 44)]
+    job = RunInput("v-a", tuple(window), (), tuple(recent_held + old_held + seed_held), "test", version="v-r")
+    result = retrain(registry, job, settings, device="cpu", publish_now=False)
+    gate_answers = 2 * sum(in_gate(e, settings.gate.gate_fraction) for e in window)  # two heads each
+    assert result.numbers["recent_answers"] == gate_answers + 2 * len(recent_held)
+    assert result.numbers["holdout_answers"] == 2 * (len(recent_held) + len(old_held) + len(seed_held))
