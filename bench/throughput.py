@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch.max_batch of the baseline daemon (default 64, its default at a361fcd)")
     parser.add_argument("--paced-s", type=float, default=20.0, help="seconds of the half-peak phase (default 20)")
     parser.add_argument("--forward-texts", type=int, default=1000, help="texts of the forward-only runs")
-    parser.add_argument("--variants", default="baseline,torch,onnx,int8", help="end-to-end variants to run")
+    parser.add_argument("--variants", default="baseline,torch,onnx,int8",
+                        help="end-to-end variants to run (also: onnx_threads_auto, model.threads auto)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args(argv)
     if args.model is None or not (args.model / "meta.json").is_file():
@@ -382,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report["int8_twitter_test"]), flush=True)
     labels_dir = _labelled_state(work, {k: val for k, (val, _) in data.items()})
     extra = {"baseline": {}, "torch": {"backend": "torch"}, "onnx": {"backend": "auto"},
-             "int8": {"backend": "auto", "int8": True, "int8_labels_dir": str(labels_dir)}}
+             "int8": {"backend": "auto", "int8": True, "int8_labels_dir": str(labels_dir)},
+             "onnx_threads_auto": {"backend": "auto", "threads": "auto"}}
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with Broker(BrokerConfig(data_dir=work / "kafka")) as broker:
         for r in range(args.rounds):
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     fwd = report["forward_only"]["msg_per_s_best"]
     ceiling = {"baseline": fwd.get("baseline_torch_all"), "torch": fwd.get("torch_budget_all"),
-               "onnx": fwd.get("onnx_budget_all"), "int8": fwd.get("int8_budget_all")}
+               "onnx": fwd.get("onnx_budget_all"), "int8": fwd.get("int8_budget_all")}  # one thread each
     for v in summary:
         if ceiling.get(v):
             summary[v]["ratio_to_forward_ceiling"] = round(summary[v]["best_msg_per_s"] / ceiling[v], 2)

@@ -158,7 +158,7 @@ class PolicySettings(_Group):
 class TrainSettings(_Group):
     method: str = "replay_distill"
     """replay_distill (replay + LwF distillation), replay, ewc (replay-free online EWC) or naive (new data only)."""
-    replay_ratio: float = 1.0
+    replay_ratio: float = 2.0
     """Replay examples drawn per new training example (replay methods)."""
     min_replay: int = 0
     """Fewest replay examples a run draws (when the buffer holds them), however small the window."""
@@ -174,7 +174,7 @@ class TrainSettings(_Group):
     """Freeze the token embeddings while retraining."""
     freeze_layers: int = 2
     """Freeze the lowest N encoder layers while retraining (at most the model's layer count)."""
-    epochs: int = 4
+    epochs: int = 8
     """Passes over the training set (early stopping may end sooner)."""
     batch_size: int = 16
     """Training batch size."""
