@@ -42,7 +42,6 @@ from monitor.datasets import read_labelled
 from monitor.learn import TrainConfig, fit
 from monitor.learn.buffer import ReplayBuffer
 from monitor.learn.incremental import split
-from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.model import MultiTaskClassifier, Predictor, default_backbone
 from monitor.model.checkpoint import load_checkpoint
@@ -185,13 +184,9 @@ def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
     cfg = TrainConfig(epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
                       max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
                       freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
-                      distill_temperature=ts.distill_temperature, ewc_lambda=ts.ewc_lambda, device="cpu")
+                      distill_temperature=ts.distill_temperature, device="cpu")
     teacher = serving if ts.method == "replay_distill" else None
-    penalty = None
-    if ts.method == "ewc":  # as the learner: anchored at the serving weights, Fisher on the old data
-        penalty = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=max_length, seed=seed)
-        penalty.consolidate(model, replay or new_train)
-    fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, ewc=penalty, progress=False)
+    fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False)
     after = score(model, tokenizer, sets, max_length)
 
     new_domain = paired(before["new_domain"], after["new_domain"])

@@ -23,9 +23,9 @@ import numpy as np
 __all__ = ["COLORS", "STYLES", "plot_all", "plot_curves", "plot_matrices", "plot_summary"]
 
 COLORS = {"static": "#7f7f7f", "naive": "#d62728", "replay": "#ff7f0e", "replay_distill": "#2ca02c",
-          "ewc": "#9467bd", "joint": "#1f77b4"}
+          "joint": "#1f77b4"}
 #: Line styles tell apart methods whose curves coincide.
-STYLES = {"static": ":", "naive": "-", "replay": "--", "replay_distill": "-", "ewc": "-.", "joint": "-"}
+STYLES = {"static": ":", "naive": "-", "replay": "--", "replay_distill": "-", "joint": "-"}
 Results = Mapping[str, Any]
 
 

@@ -2,13 +2,13 @@
 
 - **base**: ``fit`` from the backbone on phase 1's stream (a seeded, stratified 15 % of it for
   early stopping). It is the serving model when the stream starts; ``static`` never changes it.
-- **learner methods** (``naive``, ``replay``, ``replay_distill``, ``ewc``): phases 2..K become
+- **learner methods** (``naive``, ``replay``, ``replay_distill``): phases 2..K become
   one feed (``monitor replay`` format) and run through ``monitor.replay.runner.replay`` with
   learning on: every item is classified by the daemon's ``Pipeline`` with the model serving at
   that moment, its label reaches the daemon's ``OnlineLearner`` after a seeded random delay
   (``continual_stream``: feed, pre-filled buffer, recorded fits), and
   the learner's retrain job (``monitor.learn.incremental.retrain``: replay sample from the
-  class-balanced buffer, distillation / EWC, frozen layers, gate, registry promotion) runs on the
+  class-balanced buffer, distillation, frozen layers, gate, registry promotion) runs on the
   real code path. The replay buffer starts filled with phase 1's stream, as a daemon that served
   phase 1 would have it. Controlled phase boundaries come from the learner's own periodic
   policy: it retrains every ``update_size`` labels (``min_new_labels`` = ``retrain_every_labels``),
@@ -67,8 +67,8 @@ __all__ = [
     "train_from_backbone",
 ]
 
-METHODS: tuple[str, ...] = ("static", "naive", "replay", "replay_distill", "ewc", "joint")
-LEARNER_METHODS: tuple[str, ...] = ("naive", "replay", "replay_distill", "ewc")
+METHODS: tuple[str, ...] = ("static", "naive", "replay", "replay_distill", "joint")
+LEARNER_METHODS: tuple[str, ...] = ("naive", "replay", "replay_distill")
 VAL_FRACTION = 0.15
 Tick = Callable[[str], None]
 
@@ -100,7 +100,7 @@ class Update:
     fit_seconds: float | None
     """The training loop (``fit``) only."""
     job_seconds: float | None
-    """The whole retrain job (learner methods): load, EWC Fisher, fit, gate scoring, checkpoint save."""
+    """The whole retrain job (learner methods): load, fit, gate scoring, checkpoint save."""
     examples_trained: int
     """Forward + backward passes of training examples (``FitResult.examples_seen``)."""
     teacher_forwards: int

@@ -33,7 +33,6 @@ from monitor.datasets import FORMATS, DataError, fingerprint, parse_data_arg, re
 from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
 from monitor.learn.buffer import ReplayBuffer
 from monitor.learn.evaluate import evaluate
-from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import METHODS, TrainSettings
 from monitor.learn.trainer import TrainConfig, TrainingDiverged, fit
 from monitor.learn.warmstart import DEFAULT_HOLDOUT_PER_HEAD, DEFAULT_PER_CLASS, read_seed, seed_registry, write_seed
@@ -69,7 +68,6 @@ _UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("min_replay", int, "fewest replay examples drawn, however few the new examples"),
     ("distill_weight", float, "weight of the distillation from the --from model"),
     ("distill_temperature", float, "distillation temperature"),
-    ("ewc_lambda", float, "EWC penalty weight (method ewc)"),
 )
 
 
@@ -188,8 +186,7 @@ def _settings(args: argparse.Namespace, parent: LoadedModel | None) -> tuple[Tra
     cfg = TrainConfig(**values, max_length=max_length, freeze_embeddings=freeze_embeddings, seed=args.seed,
                       max_seconds=args.max_seconds, device=args.device,
                       distill_weight=ts.distill_weight if ts else _DEFAULTS.distill_weight,
-                      distill_temperature=ts.distill_temperature if ts else _DEFAULTS.distill_temperature,
-                      ewc_lambda=ts.ewc_lambda if ts else _DEFAULTS.ewc_lambda)
+                      distill_temperature=ts.distill_temperature if ts else _DEFAULTS.distill_temperature)
     return cfg, ts
 
 
@@ -231,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.max_examples:
         examples = sample(examples, args.max_examples, seed=cfg.seed)
-    teacher, penalty, replay = None, None, []
+    teacher, replay = None, []
     if parent is not None and ts is not None:
         if ts.method in ("replay", "replay_distill"):  # drawn as the learner draws from its buffer
             drawn = ReplayBuffer(max(1, len(pool)), holdout_fraction=0.0, seed=cfg.seed)
@@ -240,9 +237,6 @@ def run(args: argparse.Namespace) -> int:
             replay = drawn.sample(ts.replay_size(len(examples)), random.Random(cfg.seed))
         if ts.method == "replay_distill":
             teacher = copy.deepcopy(model)
-        if ts.method == "ewc":
-            penalty = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=cfg.max_length, seed=cfg.seed)
-            penalty.consolidate(model, pool or examples)
         print(f"fine-tuning {parent.meta.version} ({ts.method}): {len(examples)} new + {len(replay)} replay "
               f"examples (of {len(pool)})", file=sys.stderr)
     data = examples + replay
@@ -252,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         train, val = split_examples(data, val_fraction, seed=cfg.seed)
     print(f"training on {len(train)} examples, validating on {len(val)}; backbone {backbone}", file=sys.stderr)
     try:
-        result = fit(model, tokenizer, train, val, cfg, teacher=teacher, ewc=penalty, progress=not args.no_progress)
+        result = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=not args.no_progress)
     except TrainingDiverged as exc:
         print(f"monitor train: training diverged: {exc}", file=sys.stderr)
         return 1

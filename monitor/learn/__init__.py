@@ -5,7 +5,7 @@ policy, gate, learner) are imported from their own modules.
 """
 
 from monitor.learn.evaluate import ClassScores, EvalReport, HeadReport, evaluate
-from monitor.learn.losses import IGNORE_INDEX, OnlineEWC, distillation_loss, masked_cross_entropy
+from monitor.learn.losses import IGNORE_INDEX, distillation_loss, masked_cross_entropy
 from monitor.learn.trainer import EpochRecord, FitResult, TrainConfig, TrainingDiverged, fit
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "EvalReport",
     "FitResult",
     "HeadReport",
-    "OnlineEWC",
     "TrainConfig",
     "TrainingDiverged",
     "distillation_loss",

@@ -11,7 +11,7 @@ copy. Steps:
    side, so the gate set of a window is fixed, grows as labels come, and a rejected window is
    never re-split and retried); add the replay sample (methods ``replay*``); ``val_fraction`` of
    that (0 by default: every label trains) is the early-stopping validation set;
-3. ``fit`` with the lower layers frozen, the distillation teacher or the online EWC penalty, the
+3. ``fit`` with the lower layers frozen, the distillation teacher (method ``replay_distill``), the
    time budget and the learner's stop flag;
 4. predict the gate set and the replay holdout with both models at the serving checkpoint's
    truncation length (``meta.max_length``, the one serving uses); ``gate.judge`` on the paired
@@ -42,7 +42,6 @@ from typing import Any
 
 from monitor.learn.buffer import stratum
 from monitor.learn.gate import Paired, judge, paired
-from monitor.learn.losses import OnlineEWC
 from monitor.learn.settings import LearnerSettings
 from monitor.learn.trainer import FitResult, TrainConfig, fit
 from monitor.learn.warmstart import write_seed
@@ -53,7 +52,7 @@ from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["EwcMemory", "RunInput", "RunResult", "in_gate", "publish", "retrain", "split"]
+__all__ = ["RunInput", "RunResult", "in_gate", "publish", "retrain", "split"]
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +91,6 @@ class RunResult:
     fit: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     """parent, trigger, method, seconds: what the registry history records besides the gate numbers."""
-
-
-@dataclass
-class EwcMemory:
-    """The running online-EWC estimate across runs, and the version its anchor belongs to."""
-
-    ewc: OnlineEWC | None = None
-    version: str | None = None
 
 
 def split(examples: Sequence[Example], fraction: float, rng: random.Random) -> tuple[list[Example], list[Example]]:
@@ -146,7 +137,6 @@ def retrain(
     settings: LearnerSettings,
     *,
     device: str = "auto",
-    ewc: EwcMemory | None = None,
     should_stop: Callable[[], bool] | None = None,
     fit_fn: FitFn = fit,
     publish_now: bool = True,
@@ -184,20 +174,11 @@ def retrain(
             epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
             max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
             freeze_layers=ts.freeze_layers, seed=job.seed, distill_weight=ts.distill_weight,
-            distill_temperature=ts.distill_temperature, ewc_lambda=ts.ewc_lambda, device=device,
+            distill_temperature=ts.distill_temperature, device=device,
             max_seconds=settings.policy.max_training_s,
         )
-        penalty = None
-        if ts.method == "ewc" and ewc is not None:
-            if ewc.ewc is None:
-                ewc.ewc = OnlineEWC(tokenizer, gamma=ts.ewc_gamma, max_length=max_length, seed=job.seed)
-            if ewc.version != parent:  # anchor at the serving weights, Fisher on the old data
-                ewc.ewc.consolidate(model, list(job.replay) or list(job.new))
-                ewc.version = parent
-            penalty = ewc.ewc
         teacher = serving if ts.method == "replay_distill" else None
-        fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher, ewc=penalty, progress=False,
-                        should_stop=should_stop)
+        fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher, progress=False, should_stop=should_stop)
         fit_numbers = {"epochs": fitted.epochs_run, "best_score": fitted.best_score, "stop": fitted.stop_reason,
                        "train_examples": len(train), "new_train_examples": len(new_train),
                        "val_examples": len(val), "gate_examples": len(gate_set),
@@ -239,13 +220,6 @@ def retrain(
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)
         return result("failed", f"{type(err).__name__}: {err}")
-    if penalty is not None and ewc is not None:  # fold the new task into the running Fisher
-        try:
-            penalty.consolidate(model, new_train)
-            ewc.version = version
-        except Exception:
-            log.exception("EWC consolidation after promoting %s failed; re-anchoring at the next run", version)
-            ewc.version = None
     return publish(registry, passed) if publish_now else passed
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
-from monitor.learn.incremental import EwcMemory, FitFn, RunInput, RunResult, publish, retrain
+from monitor.learn.incremental import FitFn, RunInput, RunResult, publish, retrain
 from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
 from monitor.learn.policy import decide
 from monitor.learn.settings import LearnerSettings, parse_settings
@@ -105,7 +105,6 @@ class OnlineLearner:
                                   d.label_free_signals, window=d.accuracy_window,
                                   version=registry.current_version() or "", floor_window=settings.policy.floor_labels)
         self._rng = random.Random(b.seed)
-        self._ewc = EwcMemory()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -278,7 +277,7 @@ class OnlineLearner:
     def _run(self, job: RunInput) -> None:
         """The worker thread: one retrain; metrics are updated here (live), state changes in ``_collect``."""
         try:
-            result = retrain(self.registry, job, self.settings, device=self.device, ewc=self._ewc,
+            result = retrain(self.registry, job, self.settings, device=self.device,
                              should_stop=self._stop.is_set, fit_fn=self._fit, publish_now=not self._event_time)
         except Exception as err:  # retrain records its own failures; this is the registry itself failing
             log.exception("training run could not record its outcome")

@@ -1,10 +1,10 @@
 """The training loop, written out: ``fit(model, tokenizer, train, val, cfg)``.
 
 One epoch = length-bucketed, dynamically padded batches in a seeded random order; per step the
-masked per-head cross-entropy (+ optional distillation from a frozen teacher, + optional EWC
-penalty), AdamW with separate learning rates for the encoder and the heads, gradient clipping and
-a linear warmup/decay schedule. After each epoch the validation macro-F1 (mean over the heads
-that have labels in ``val``) decides early stopping; the best weights are restored at the end.
+masked per-head cross-entropy (+ optional distillation from a frozen teacher), AdamW with separate
+learning rates for the encoder and the heads, gradient clipping and a linear warmup/decay schedule.
+After each epoch the validation macro-F1 (mean over the heads that have labels in ``val``) decides
+early stopping; the best weights are restored at the end.
 
 Reproducible: the same seed, data and initial weights give bit-identical weights on CPU.
 """
@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from monitor.learn.evaluate import evaluate
-from monitor.learn.losses import IGNORE_INDEX, OnlineEWC, distillation_loss, masked_cross_entropy
+from monitor.learn.losses import IGNORE_INDEX, distillation_loss, masked_cross_entropy
 from monitor.model.batching import Tokenizer, bucketed_batches, collate, encode
 from monitor.model.network import MultiTaskClassifier, freeze
 from monitor.model.predictor import resolve_device
@@ -64,8 +64,6 @@ class TrainConfig:
     distill_weight: float = 1.0
     """Weight of the distillation term when ``fit`` gets a teacher."""
     distill_temperature: float = 2.0
-    ewc_lambda: float = 100.0
-    """Weight of the EWC penalty when ``fit`` gets an ``OnlineEWC``."""
     device: str = "auto"
     """"auto" = CUDA when available, else CPU."""
     max_seconds: float | None = None
@@ -136,7 +134,6 @@ def fit(
     cfg: TrainConfig,
     *,
     teacher: MultiTaskClassifier | None = None,
-    ewc: OnlineEWC | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
@@ -195,8 +192,6 @@ def fit(
                 distill = distillation_loss(topic_logits, teacher_topic, cfg.distill_temperature)
                 distill = distill + distillation_loss(sentiment_logits, teacher_sentiment, cfg.distill_temperature)
                 loss = loss + cfg.distill_weight * distill
-            if ewc is not None:
-                loss = loss + cfg.ewc_lambda * ewc.penalty(model)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1}")
 

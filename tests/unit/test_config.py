@@ -125,7 +125,7 @@ def test_check_config_validates_learning_settings(tmp_path: Path, capsys: pytest
     from monitor.cli import main
 
     path = tmp_path / "c.yaml"
-    path.write_text("learning:\n  settings:\n    methd: ewc\n")
+    path.write_text("learning:\n  settings:\n    methd: replay\n")
     assert main(["run", "--config", str(path), "--check-config"]) == 2
     assert "learning.settings.methd: unknown key" in capsys.readouterr().err
 

@@ -20,9 +20,9 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "continual-learning.md"
 def test_defaults_and_overrides() -> None:
     s = parse_settings(None)
     assert (s.drift.detector, s.train.method, s.policy.cooldown_s) == ("ADWIN", "replay_distill", 600.0)
-    s = parse_settings({"detector": "DDM", "detector_params": {"drift_threshold": 4}, "method": "ewc",
+    s = parse_settings({"detector": "DDM", "detector_params": {"drift_threshold": 4}, "method": "naive",
                         "label_free_signals": "confidence, sentiment_mix", "cooldown_s": 5})
-    assert s.drift.detector_params == {"drift_threshold": 4} and s.train.method == "ewc"
+    assert s.drift.detector_params == {"drift_threshold": 4} and s.train.method == "naive"
     assert s.drift.label_free_signals == ("confidence", "sentiment_mix") and s.policy.cooldown_s == 5.0
 
 
@@ -45,6 +45,14 @@ def test_defaults_and_overrides() -> None:
     ],
 )
 def test_invalid_settings_name_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(raw)
+
+
+@pytest.mark.parametrize("raw", [{"method": "ewc"}, {"ewc_lambda": 100}, {"ewc_gamma": 0.9}])
+def test_ewc_settings_say_ewc_was_removed(raw: dict) -> None:
+    """An old config that asks for EWC is refused with why, not as an unknown key or method."""
+    message = rf"^learning\.settings\.{next(iter(raw))}: .*EWC was removed: .*; use method replay_distill$"
     with pytest.raises(ConfigError, match=message):
         parse_settings(raw)
 
