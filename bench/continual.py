@@ -50,25 +50,25 @@ from continual_scenarios import Scenario, Sizes, build_scenarios, load_sources, 
 from tqdm import tqdm
 
 from monitor.learn import TrainConfig
+from monitor.learn.settings import TrainSettings
 from monitor.model import default_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Base model (phase 1) and joint retraining: the classifier benchmark's recipe, at length 48.
 BASE = TrainConfig(epochs=3, batch_size=16, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, patience=2,
                    max_length=48)
-#: The daemon's learner defaults (docs/continual-learning.md), except: the phase-boundary policy
-#: (set per scenario), the encoder learning rate of the base model (1e-4: at the daemon's 5e-5, two
-#: or three epochs on a window of ~100 examples often did not learn new topics at all), length 48
-#: (CPU budget), no forgetting holdout (the benchmark measures forgetting on its test sets) and an
-#: open gate (every method's model is measured; the gate's numbers are still recorded).
+#: The daemon's learner defaults (docs/continual-learning.md: epochs, learning rates, frozen layers,
+#: replay ratio, distillation), except: the phase-boundary policy (set per scenario), length 48 (CPU
+#: budget), no forgetting holdout (the benchmark measures forgetting on its test sets) and an open
+#: gate (every method's model is measured; the gate's numbers are still recorded).
 LEARNER: Mapping[str, Any] = {
-    "epochs": 3, "lr_encoder": 1e-4, "holdout_fraction": 0.0, "gate_fraction": 0.1,
-    "min_gate_examples": 1, "gate_enabled": False, "label_requests": 0,
+    "epochs": TrainSettings().epochs, "lr_encoder": TrainSettings().lr_encoder, "holdout_fraction": 0.0,
+    "gate_fraction": 0.1, "min_gate_examples": 1, "gate_enabled": False, "label_requests": 0,
 }
 METHOD_SETTINGS: Mapping[str, Mapping[str, Any]] = {
     "naive": {"method": "naive"},
     "replay": {"method": "replay"},
-    "replay_distill": {"method": "replay_distill", "freeze_layers": 4},
+    "replay_distill": {"method": "replay_distill"},
 }
 #: The targets of the issue, checked (not assumed) in ``targets``.
 ACCURACY_GAP = {"a": 0.02, "b": 0.05}
