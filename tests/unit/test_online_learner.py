@@ -161,8 +161,6 @@ def test_drift_triggers_a_promotion_that_learns_b_and_keeps_a(registry_dir: Path
     assert history[-1]["gate"]["improvement"] >= 0.01 and history[-1]["gate"]["forgetting"] <= 0.05
     meta = json.loads((registry_dir / "versions" / result.version / "meta.json").read_text())
     assert meta["parent"] == "v-a" and meta["metrics"]["gate"]["improvement"] == result.numbers["improvement"]
-    onnx = json.loads((registry_dir / "versions" / result.version / "onnx.json").read_text())
-    assert onnx["accepted"], onnx  # exported before it was made current: a daemon swapping to it needs no export
     assert sample(m.training_runs, outcome="promoted") == 1 and sample(m.training_active) == 0
     assert sample(m.last_promotion) > 0 and sample(m.forgetting) == result.numbers["forgetting"]
     assert sample(m.replay_buffer_size) == len(learner.buffer) > 0
@@ -349,6 +347,8 @@ def test_a_passed_challenger_serves_only_if_its_parent_still_does(registry_dir: 
     assert passed.outcome == "promoted" and registry.current_version() == "v-a"
     assert (registry_dir / "versions" / "v-c" / "meta.json").is_file()
     assert (registry_dir / "versions" / "v-c" / "replay_seed.jsonl").is_file()  # it carries its own seed
+    onnx = json.loads((registry_dir / "versions" / "v-c" / "onnx.json").read_text())
+    assert onnx["accepted"], onnx  # exported before it serves: a daemon swapping to it needs no export
     shutil.copytree(registry_dir / "versions" / "v-a", registry_dir / "versions" / "v-b")
     registry.set_current("v-b", reason="a rollback meanwhile")
     result = publish(registry, passed)
