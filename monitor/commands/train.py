@@ -31,7 +31,7 @@ from transformers import AutoTokenizer
 from monitor.commands.eval import format_report
 from monitor.datasets import FORMATS, DataError, fingerprint, parse_data_arg, read_labelled, sample, split_examples
 from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
-from monitor.learn.buffer import ReplayBuffer
+from monitor.learn.buffer import draw_per_head
 from monitor.learn.evaluate import evaluate
 from monitor.learn.settings import METHODS, TrainSettings
 from monitor.learn.trainer import TrainConfig, TrainingDiverged, fit
@@ -231,10 +231,7 @@ def run(args: argparse.Namespace) -> int:
     teacher, replay = None, []
     if parent is not None and ts is not None:
         if ts.method in ("replay", "replay_distill"):  # drawn as the learner draws from its buffer
-            drawn = ReplayBuffer(max(1, len(pool)), holdout_fraction=0.0, seed=cfg.seed)
-            for e in pool:
-                drawn.add(e, pool="train")
-            replay = drawn.sample(ts.replay_size(len(examples)), random.Random(cfg.seed))
+            replay = draw_per_head(pool, ts.replay_size(len(examples)), random.Random(cfg.seed))
         if ts.method == "replay_distill":
             teacher = copy.deepcopy(model)
         print(f"fine-tuning {parent.meta.version} ({ts.method}): {len(examples)} new + {len(replay)} replay "

@@ -41,6 +41,7 @@ from monitor.records import Example
 
 __all__ = [
     "ReplayBuffer",
+    "draw_per_head",
     "example_key",
     "in_holdout",
     "load_examples",
@@ -77,6 +78,32 @@ def stratum(e: Example, period_s: float) -> str:
     """
     period = "?" if e.time is None else str(int(e.time.timestamp() // period_s))
     return f"{e.source}@{period}"
+
+
+def draw_per_head(candidates: Sequence[Example], n: int, rng: random.Random) -> list[Example]:
+    """Up to ``n`` distinct ``candidates``, ``n / heads`` uniformly among those labelled for each head, shuffled.
+
+    An example labelled for both heads serves both; a head with too few examples leaves its share
+    to the other (``ReplayBuffer.sample``, and ``monitor train --from`` on a seed's replay part).
+
+    >>> pool = [Example(f"t{i}", topic="A") for i in range(90)]
+    >>> pool += [Example(f"s{i}", sentiment="neutral") for i in range(10)]
+    >>> sum(e.sentiment is not None for e in draw_per_head(pool, 20, random.Random(0)))
+    10
+    """
+    if n >= len(candidates):
+        return rng.sample(list(candidates), len(candidates))
+    pools = sorted(([e for e in candidates if getattr(e, head) is not None] for head in ("topic", "sentiment")),
+                   key=len)
+    pools = [pool for pool in pools if pool]
+    chosen: dict[tuple[str, str, str], Example] = {}
+    for i, pool in enumerate(pools):  # the smallest first: what it cannot fill goes to the next
+        quota = (n - len(chosen)) // (len(pools) - i)
+        rest = [e for e in pool if example_key(e) not in chosen]
+        chosen.update((example_key(e), e) for e in rng.sample(rest, min(quota, len(rest))))
+    picked = list(chosen.values())
+    rng.shuffle(picked)
+    return picked
 
 
 class _Pool:
@@ -206,20 +233,7 @@ class ReplayBuffer:
         labelled for both serves both); a head with too few examples leaves its share to the
         other. Then shuffled.
         """
-        candidates = [e for e in self._train.examples() if example_key(e) not in exclude]
-        if n >= len(candidates):
-            return rng.sample(candidates, len(candidates))
-        pools = sorted(([e for e in candidates if getattr(e, head) is not None] for head in ("topic", "sentiment")),
-                       key=len)
-        pools = [pool for pool in pools if pool]
-        chosen: dict[tuple[str, str, str], Example] = {}
-        for i, pool in enumerate(pools):  # the smallest first: what it cannot fill goes to the next
-            quota = (n - len(chosen)) // (len(pools) - i)
-            rest = [e for e in pool if example_key(e) not in chosen]
-            chosen.update((example_key(e), e) for e in rng.sample(rest, min(quota, len(rest))))
-        picked = list(chosen.values())
-        rng.shuffle(picked)
-        return picked
+        return draw_per_head([e for e in self._train.examples() if example_key(e) not in exclude], n, rng)
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path: Path | str) -> None:

@@ -196,13 +196,13 @@ def retrain(
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise.
         since = min((e.time for e in job.new if e.time is not None), default=None)
-        for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
-            if since is not None and e.time is not None and e.time >= since:
-                recent = recent + paired([e], [s], [c])
         strata: dict[str, Paired] = {}
         for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
+            answers = paired([e], [s], [c])
             name = stratum(e, settings.buffer.period_s)
-            strata[name] = strata.get(name, Paired()) + paired([e], [s], [c])
+            strata[name] = strata.get(name, Paired()) + answers
+            if since is not None and e.time is not None and e.time >= since:
+                recent = recent + answers
         verdict = judge(gs, recent=recent, holdout=strata)
         if not verdict.promote:
             return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
