@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from monitor.registry import ModelRegistry, RegistryError
 
@@ -68,30 +69,34 @@ def list_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(directory: Path) -> None:
-    """The ONNX export of a version entering the registry or serving (kept when current); says how it went."""
-    from monitor.model.onnx_export import export_checkpoint
+def _export(directory: Path, loaded: Any) -> None:
+    """The ONNX export of a version entering the registry or serving (kept when current); says how it went.
 
-    record = export_checkpoint(directory)
+    ``loaded``: the checkpoint already loaded from ``directory`` (or from an identical copy of it).
+    """
+    from monitor.config import ModelConfig
+    from monitor.model.onnx_export import ensure_export
+
+    max_length = int(loaded.meta.max_length or ModelConfig().max_length)  # the length serving will use
+    record = ensure_export(directory, loaded.model, loaded.tokenizer, max_length)
     print(f"ONNX export {record.reason}" + ("" if record.accepted else " (torch serves it)"))
 
 
-def _loads(path: Path) -> str | None:
-    """Why the checkpoint at ``path`` does not load, or None (a full load on the CPU)."""
+def _loads(path: Path) -> tuple[Any, str | None]:
+    """``(the checkpoint at path fully loaded on the CPU, None)``, or ``(None, why it does not load)``."""
     from monitor.model.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        load_checkpoint(path)
+        return load_checkpoint(path), None
     except CheckpointError as err:
-        return str(err)
-    return None
+        return None, str(err)
 
 
 def add_version(args: argparse.Namespace) -> int:
     from monitor.learn.warmstart import read_replay_file, seed_registry
     from monitor.model.checkpoint import read_meta
 
-    problem = _loads(args.checkpoint)  # loaded before it enters the registry
+    loaded, problem = _loads(args.checkpoint)  # loaded before it enters the registry
     if problem is not None:
         print(f"monitor model add: {args.checkpoint} is not a loadable checkpoint: {problem}", file=sys.stderr)
         return 2
@@ -107,7 +112,7 @@ def add_version(args: argparse.Namespace) -> int:
         tmp = registry.staging / f".{meta.version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(args.checkpoint, tmp)
-        _export(tmp)
+        _export(tmp, loaded)
         tmp.rename(dest)
         registry.record("added", meta.version, source=str(args.checkpoint))
     added, buffer = seed_registry(registry.root, meta.version, replay_from=replay, per_class=args.replay_per_class)
@@ -120,12 +125,13 @@ def add_version(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, event: str) -> int:
     registry = ModelRegistry(args.registry)
-    problem = _loads(registry.path(args.version)) if (registry.path(args.version)).is_dir() else None
+    loaded, problem = _loads(registry.path(args.version)) if registry.path(args.version).is_dir() else (None, None)
     if problem is not None:
         print(f"monitor model {event}: version {args.version!r} does not load, CURRENT is unchanged "
               f"({registry.current_version()}): {problem}", file=sys.stderr)
         return 2
-    _export(registry.path(args.version))  # before CURRENT moves: daemons swapping to it find it exported
+    if loaded is not None:  # before CURRENT moves: daemons swapping to it find it exported
+        _export(registry.path(args.version), loaded)
     try:
         registry.set_current(args.version, "promoted" if event == "promote" else event, reason=f"manual ({event})")
     except RegistryError as err:

@@ -48,7 +48,6 @@ __all__ = [
     "OnnxRecord",
     "compare",
     "ensure_export",
-    "export_checkpoint",
     "export_onnx",
     "file_sha256",
     "probe_texts",
@@ -238,23 +237,6 @@ def ensure_export(
     except Exception as exc:  # the torch backend keeps serving; the reason is logged by the caller
         log.exception("ONNX export of %s failed", directory)
         return OnnxRecord(accepted=False, reason=f"export failed: {type(exc).__name__}: {exc}")
-
-
-def export_checkpoint(directory: Path | str, default_max_length: int = 128) -> OnnxRecord:
-    """Export the checkpoint at ``directory`` now (unless its export is current), at its own truncation length.
-
-    Run when a version enters a registry or is made current (``monitor model add``/``promote``/
-    ``rollback``, the learner's promotion), so that a daemon swapping to it, or a replica
-    fetching it with its checksums, finds ``model.onnx`` ready instead of exporting on first load.
-    ``default_max_length``: for a checkpoint without ``meta.max_length`` (``model.max_length``'s default).
-    """
-    from monitor.model.checkpoint import load_checkpoint
-
-    try:
-        loaded = load_checkpoint(directory)
-    except Exception as exc:
-        return OnnxRecord(accepted=False, reason=f"export failed: {type(exc).__name__}: {exc}")
-    return ensure_export(directory, loaded.model, loaded.tokenizer, int(loaded.meta.max_length or default_max_length))
 
 
 def _export_bytes(model: MultiTaskClassifier) -> bytes:
