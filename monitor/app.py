@@ -380,7 +380,8 @@ class Monitor:
             len(items))
         if not parts:  # the windows' snapshot still comes from this thread, which alone touches the pipeline
             parts = [([], self.pipeline.process([], []))]
-        return _Inferred(parts, failures, getattr(self.slot.current, "last_stats", None), time.perf_counter())
+        # The stats of the scorer that classified the last part (the slot may have been swapped since).
+        return _Inferred(parts, failures, parts[-1][1].stats, time.perf_counter())
 
     def _merge(self, batch: _Decoded, inferred: _Inferred) -> tuple[BatchOutcome, list[int]]:
         """The outcome of the whole batch, the items that raised dead-lettered.

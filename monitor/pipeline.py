@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from monitor.alerts import SurgeDetector, SurgeTracker, describe
 from monitor.records import Alert, NewsItem, Prediction
@@ -72,6 +72,8 @@ class BatchOutcome:
     infer_seconds: float
     index: dict[tuple[str, float], tuple[float, int]] = field(default_factory=dict)
     """Sentiment index snapshot: ``{(key, window): (index, count)}``; keys 'topic:<t>' / 'ticker:<t>'."""
+    stats: Any = None
+    """The scorer's ``last_stats`` after this batch (a Predictor's ``PredictStats``; None for other scorers)."""
 
 
 class Pipeline:
@@ -134,4 +136,5 @@ class Pipeline:
         for a in alerts:
             log.info(describe(a))
         index = self.tracker.snapshot() if self.tracker is not None else {}
-        return BatchOutcome(predictions, alerts, scorer.version, done - started, index)
+        return BatchOutcome(predictions, alerts, scorer.version, done - started, index,
+                            getattr(scorer, "last_stats", None))
