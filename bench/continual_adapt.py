@@ -186,7 +186,9 @@ def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
                       freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
                       distill_temperature=ts.distill_temperature, device="cpu")
     teacher = serving if ts.method == "replay_distill" else None
-    fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False)
+    rows = ts.distill_rows(train, replay) if hasattr(ts, "distill_rows") else None
+    fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False,
+                 **({"distill_rows": rows} if rows is not None else {}))
     after = score(model, tokenizer, sets, max_length)
 
     new_domain = paired(before["new_domain"], after["new_domain"])

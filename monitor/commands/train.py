@@ -243,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         train, val = split_examples(data, val_fraction, seed=cfg.seed)
     print(f"training on {len(train)} examples, validating on {len(val)}; backbone {backbone}", file=sys.stderr)
     try:
-        result = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=not args.no_progress)
+        rows = ts.distill_rows(train, replay) if ts is not None else None
+        result = fit(model, tokenizer, train, val, cfg, teacher=teacher, distill_rows=rows,
+                     progress=not args.no_progress)
     except TrainingDiverged as exc:
         print(f"monitor train: training diverged: {exc}", file=sys.stderr)
         return 1

@@ -178,7 +178,8 @@ def retrain(
             max_seconds=settings.policy.max_training_s,
         )
         teacher = serving if ts.method == "replay_distill" else None
-        fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher, progress=False, should_stop=should_stop)
+        fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher,
+                        distill_rows=ts.distill_rows(train, job.replay), progress=False, should_stop=should_stop)
         fit_numbers = {"epochs": fitted.epochs_run, "best_score": fitted.best_score, "stop": fitted.stop_reason,
                        "train_examples": len(train), "new_train_examples": len(new_train),
                        "val_examples": len(val), "gate_examples": len(gate_set),

@@ -18,7 +18,7 @@ checked by building the detector once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -170,7 +170,9 @@ class TrainSettings(_Group):
     distill_temperature: float = 2.0
     """Softening temperature of the distillation from the serving model."""
     distill_weight: float = 1.0
-    """Weight of the distillation term (LwF on every example: high values resist learning a changed rule)."""
+    """Weight of the distillation term (high values resist learning a changed rule)."""
+    distill_on: str = "all"
+    """Examples the distillation covers: all (LwF: new ones too) or replay (only the replayed old ones)."""
     freeze_embeddings: bool = True
     """Freeze the token embeddings while retraining."""
     freeze_layers: int = 2
@@ -198,9 +200,22 @@ class TrainSettings(_Group):
             return 0
         return max(self.min_replay, round(self.replay_ratio * new_examples))
 
+    def distill_rows(self, train: Sequence[Any], replay: Sequence[Any]) -> list[bool] | None:
+        """``fit``'s ``distill_rows`` for ``train``: None (all) or which of them are (by identity) in ``replay``.
+
+        >>> a, b = object(), object()
+        >>> TrainSettings(distill_on="replay").distill_rows([a, b], [b]), TrainSettings().distill_rows([a, b], [b])
+        ([False, True], None)
+        """
+        if self.distill_on == "all":
+            return None
+        replayed = {id(e) for e in replay}
+        return [id(e) in replayed for e in train]
+
     @model_validator(mode="after")
     def _valid(self) -> TrainSettings:
         _check(self.method != "ewc", "method", EWC_REMOVED)
+        _check(self.distill_on in ("all", "replay"), "distill_on", f"must be all or replay, got {self.distill_on!r}")
         _check(self.method in METHODS, "method", f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         _check(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
         _check(self.min_replay >= 0, "min_replay", "must be >= 0")

@@ -134,10 +134,16 @@ def fit(
     cfg: TrainConfig,
     *,
     teacher: MultiTaskClassifier | None = None,
+    distill_rows: Sequence[bool] | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place on ``train``; early-stop on ``val``; restore the best weights."""
+    """Train ``model`` in place on ``train``; early-stop on ``val``; restore the best weights.
+
+    ``teacher``: distil from it (its logits are computed once, before the first epoch: it is
+    frozen and in eval mode, so every epoch would compute the same ones); ``distill_rows``: which
+    training examples the distillation term covers (default: all), e.g. only the replayed ones.
+    """
     started = time.perf_counter()
     if not train:
         raise ValueError("fit needs at least one training example")
@@ -149,14 +155,16 @@ def fit(
     model.to(device)
     if cfg.freeze_embeddings or cfg.freeze_layers:
         freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
-    if teacher is not None:
-        teacher.to(device).eval()
 
     ids = encode(tokenizer, [e.text for e in train], cfg.max_length)
     lengths = [len(row) for row in ids]
     topic_y = label_indices([e.topic for e in train], model.topics, "topic")
     sentiment_y = label_indices([e.sentiment for e in train], model.sentiments, "sentiment")
     pad_id = tokenizer.pad_token_id or 0
+    targets = _teacher_logits(teacher, ids, pad_id, device, cfg.eval_batch_size) if teacher is not None else None
+    distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
+    if len(distilled) != len(train):
+        raise ValueError(f"distill_rows has {len(distilled)} entries for {len(train)} training examples")
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr_head)
@@ -186,12 +194,14 @@ def fit(
             loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_topic, teacher_sentiment = teacher(batch.input_ids, batch.attention_mask)
-                distill = distillation_loss(topic_logits, teacher_topic, cfg.distill_temperature)
-                distill = distill + distillation_loss(sentiment_logits, teacher_sentiment, cfg.distill_temperature)
-                loss = loss + cfg.distill_weight * distill
+            if targets is not None and distilled[rows].any():
+                keep = distilled[rows].to(device)
+                teacher_topic, teacher_sentiment = (t[rows].to(device) for t in targets)
+                distill = distillation_loss(topic_logits[keep], teacher_topic[keep], cfg.distill_temperature)
+                distill = distill + distillation_loss(sentiment_logits[keep], teacher_sentiment[keep],
+                                                      cfg.distill_temperature)
+                # Averaged over the whole batch: each distilled example weighs the same, however many.
+                loss = loss + cfg.distill_weight * distill * (int(keep.sum()) / len(indices))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1}")
 
@@ -246,6 +256,26 @@ def fit(
         stop_reason=stop_reason,
         best_epoch=best_epoch,
     )
+
+
+@torch.no_grad()
+def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int,
+                    device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
+    """The teacher's (topic, sentiment) logits of every training example, on the CPU, in ``ids`` order."""
+    teacher.to(device).eval()
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding
+    topic: Tensor | None = None
+    sentiment: Tensor | None = None
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        batch = collate(ids, indices, pad_id).to(device)
+        t, s = teacher(batch.input_ids, batch.attention_mask)
+        if topic is None or sentiment is None:
+            topic, sentiment = t.new_zeros(len(ids), t.shape[1]).cpu(), s.new_zeros(len(ids), s.shape[1]).cpu()
+        rows = torch.tensor(indices)
+        topic[rows], sentiment[rows] = t.float().cpu(), s.float().cpu()
+    assert topic is not None and sentiment is not None  # fit refuses an empty training set
+    return topic, sentiment
 
 
 def _param_groups(model: MultiTaskClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:

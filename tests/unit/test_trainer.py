@@ -157,6 +157,26 @@ def test_fit_with_teacher_forgets_less(tiny_backbone: Path, tokenizer: PreTraine
     assert run(teacher=True) < run(teacher=False) / 2
 
 
+def test_distill_rows_limit_the_distillation_to_the_rows_named(tiny_backbone: Path,
+                                                               tokenizer: PreTrainedTokenizerBase) -> None:
+    """No row distilled = no teacher at all (bit for bit); some rows distilled = a different model."""
+    cfg = TrainConfig(**{**FAST.to_dict(), "distill_weight": 50.0})
+
+    def weights(teacher: bool, rows: list[bool] | None) -> list[torch.Tensor]:
+        model = _model(tiny_backbone)
+        start = copy.deepcopy(model).eval()
+        fit(model, tokenizer, _data(), [], cfg, teacher=start if teacher else None, distill_rows=rows, progress=False)
+        return [p.detach().clone() for p in model.parameters()]
+
+    n = len(_data())
+    plain, none = weights(False, None), weights(True, [False] * n)
+    assert all(torch.equal(a, b) for a, b in zip(plain, none, strict=True))
+    half = weights(True, [i % 2 == 0 for i in range(n)])
+    assert not all(torch.equal(a, b) for a, b in zip(plain, half, strict=True))
+    with pytest.raises(ValueError, match="distill_rows has 1 entries"):
+        weights(True, [True])
+
+
 def test_fit_rejects_unknown_labels_and_bad_config(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     with pytest.raises(ValueError, match="'Sports'"):
         fit(_model(tiny_backbone), tokenizer, [Example("x", topic="Sports")], [], FAST, progress=False)
