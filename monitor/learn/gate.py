@@ -13,13 +13,14 @@ right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answe
 - **Not forgetting?** On the replay holdout (seeded with the old domain's data when the model
   entered the registry, then a share of the stream), the accuracy loss ``(b - c) / n`` has a
   one-sided upper confidence bound (Newcombe's hybrid score interval for paired proportions,
-  method 10) that must be at most ``max_forgetting``: the gate must be sure, at ``confidence``,
+  method 10) that must be at most ``max_forgetting``: the gate must be sure, at ``forgetting_confidence``,
   that the loss is below the limit. It is tested on the whole holdout and on each stratum
   (source, period) with at least ``min_stratum_examples`` answers, so a gain on a new regime
   cannot hide a loss on an old one; a set smaller than that is reported, not tested (it could
   not show a small loss to be small).
 
-    >>> s = GateSettings(min_gate_examples=10, confidence=0.9, max_forgetting=0.05, min_stratum_examples=50)
+    >>> s = GateSettings(min_gate_examples=10, confidence=0.9, forgetting_confidence=0.9, max_forgetting=0.05,
+    ...                  min_stratum_examples=50)
     >>> v = judge(s, recent=Paired(both=20, serving_only=1, challenger_only=12, neither=7),
     ...           holdout={"tweets@?": Paired(both=180, serving_only=1, challenger_only=1, neither=18)})
     >>> v.promote, v.numbers["mcnemar_p"] < 0.01, round(v.numbers["forgetting_upper"], 3)
@@ -147,7 +148,7 @@ class Verdict:
     """Everything the decision used (for the registry history, the log and the metrics): recent_answers,
     recent_serving, recent_challenger, improvement, improvement_lower, serving_only, challenger_only, mcnemar_p,
     holdout_answers, holdout_serving, holdout_challenger, forgetting, forgetting_upper, forgetting_stratum,
-    forgetting_tested, confidence."""
+    forgetting_tested, confidence, forgetting_confidence."""
 
 
 def _r(x: float | None) -> float | None:
@@ -156,13 +157,14 @@ def _r(x: float | None) -> float | None:
 
 def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paired]) -> Verdict:
     """Decide on ``recent`` (the gate set) and ``holdout`` (its strata, by name); see the module docstring."""
-    conf = settings.confidence
+    conf, fconf = settings.confidence, settings.forgetting_confidence
     alpha = 1.0 - conf
     p_value = mcnemar_midp(recent.serving_only, recent.challenger_only)
     improvement_lower = -paired_interval(recent, conf)[1]
     improvement = -recent.loss
     numbers: dict[str, Any] = {
-        "confidence": conf, "recent_answers": recent.n, "recent_serving": _r(recent.serving_accuracy),
+        "confidence": conf, "forgetting_confidence": fconf, "recent_answers": recent.n,
+        "recent_serving": _r(recent.serving_accuracy),
         "recent_challenger": _r(recent.challenger_accuracy), "improvement": _r(improvement),
         "improvement_lower": _r(improvement_lower), "serving_only": recent.serving_only,
         "challenger_only": recent.challenger_only, "mcnemar_p": _r(p_value),
@@ -172,7 +174,7 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         whole = whole + scores
     sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
     tested = {name: s for name, s in sets.items() if s.n >= settings.min_stratum_examples}
-    bounds = {name: paired_interval(s, conf)[1] for name, s in tested.items()}
+    bounds = {name: paired_interval(s, fconf)[1] for name, s in tested.items()}
     worst = max(bounds, key=bounds.__getitem__) if bounds else None
     numbers.update(
         holdout_answers=whole.n, holdout_serving=_r(whole.serving_accuracy),
@@ -181,7 +183,7 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         forgetting_tested={name: {"answers": s.n, "loss": _r(s.loss), "upper": _r(bounds[name])}
                            for name, s in tested.items()},
     )
-    pct = f"{conf:.0%}"
+    pct, fpct = f"{conf:.0%}", f"{fconf:.0%}"
     if not settings.gate_enabled:
         return Verdict(True, "gate disabled (gate_enabled: false)", numbers)
     if recent.n < settings.min_gate_examples:
@@ -194,13 +196,13 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         return Verdict(False, f"not better: {better}: {need}", numbers)
     if worst is not None and bounds[worst] > settings.max_forgetting:
         s = sets[worst]
-        return Verdict(False, f"forgetting on {worst}: loss {s.loss:+.3f} on {s.n} holdout answers, {pct} upper bound "
+        return Verdict(False, f"forgetting on {worst}: loss {s.loss:+.3f} on {s.n} holdout answers, {fpct} upper bound "
                               f"{bounds[worst]:.3f} > max_forgetting {settings.max_forgetting:.3f}", numbers)
     if worst is None:
         kept = (f"forgetting not tested: holdout has {whole.n} answers (< min_stratum_examples "
                 f"{settings.min_stratum_examples})")
     else:
-        kept = (f"forgetting {pct} upper bound {bounds[worst]:.3f} <= {settings.max_forgetting:.3f} "
+        kept = (f"forgetting {fpct} upper bound {bounds[worst]:.3f} <= {settings.max_forgetting:.3f} "
                 f"(worst of {len(bounds)} tested sets: {worst}, {sets[worst].n} answers)")
     return Verdict(True, f"better: {better}; {kept}", numbers)
 

@@ -169,10 +169,10 @@ class TrainSettings(_Group):
     """Fewest replay examples a run draws (when the buffer holds them), however small the window."""
     distill_temperature: float = 2.0
     """Softening temperature of the distillation from the serving model."""
-    distill_weight: float = 1.0
-    """Weight of the distillation term (high values resist learning a changed rule)."""
-    distill_on: str = "all"
-    """Examples the distillation covers: all (LwF: new ones too) or replay (only the replayed old ones)."""
+    distill_weight: float = 4.0
+    """Weight of the distillation term (with distill_on all, high values resist learning a changed rule)."""
+    distill_on: str = "replay"
+    """Examples the distillation covers: replay (only the replayed old ones) or all (LwF: the new ones too)."""
     freeze_embeddings: bool = True
     """Freeze the token embeddings while retraining."""
     freeze_layers: int = 2
@@ -204,7 +204,7 @@ class TrainSettings(_Group):
         """``fit``'s ``distill_rows`` for ``train``: None (all) or which of them are (by identity) in ``replay``.
 
         >>> a, b = object(), object()
-        >>> TrainSettings(distill_on="replay").distill_rows([a, b], [b]), TrainSettings().distill_rows([a, b], [b])
+        >>> TrainSettings().distill_rows([a, b], [b]), TrainSettings(distill_on="all").distill_rows([a, b], [b])
         ([False, True], None)
         """
         if self.distill_on == "all":
@@ -236,8 +236,10 @@ class GateSettings(_Group):
     """Share of the new labels (chosen by a hash of the text, never trained on) the gate compares the models on."""
     min_gate_examples: int = 20
     """Fewest gate examples the gate decides on (fewer: rejected)."""
-    confidence: float = 0.9
-    """One-sided confidence of both gate tests (McNemar on the gate set, the forgetting bound on the holdout)."""
+    confidence: float = 0.8
+    """One-sided confidence that the challenger is better on the recent labels (McNemar: promote when p <= 1 - it)."""
+    forgetting_confidence: float = 0.9
+    """One-sided confidence of the forgetting bound on the holdout (the loss's upper bound at it <= max_forgetting)."""
     min_improvement: float = 0.0
     """The challenger's observed accuracy gain on the gate set must also be >= this."""
     max_forgetting: float = 0.02
@@ -250,6 +252,7 @@ class GateSettings(_Group):
         _check(0.0 < self.gate_fraction < 1.0, "gate_fraction", "must be in (0, 1)")
         _check(self.min_gate_examples >= 1, "min_gate_examples", "must be >= 1")
         _check(0.5 <= self.confidence < 1.0, "confidence", "must be in [0.5, 1)")
+        _check(0.5 <= self.forgetting_confidence < 1.0, "forgetting_confidence", "must be in [0.5, 1)")
         _check(-1.0 <= self.min_improvement <= 1.0, "min_improvement", "must be in [-1, 1]")
         _check(0.0 <= self.max_forgetting <= 1.0, "max_forgetting", "must be in [0, 1]")
         _check(self.min_stratum_examples >= 1, "min_stratum_examples", "must be >= 1")
