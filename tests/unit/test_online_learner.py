@@ -387,17 +387,20 @@ def test_a_promotion_keeps_the_window_so_the_next_gate_set_grows(registry_dir: P
         return FitResult(float("nan"), 1, [], 0.0, len(train), False)
 
     learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
-                           gate_enabled=False, holdout_fraction=0.0)
+                           gate_enabled=False, holdout_fraction=0.3)
     daemon = Daemon(registry_dir, learner)
-    daemon.run(stream("B", 50, 21))
+    daemon.run(stream("B", 80, 21))
     daemon.wait()
     first = learner.last_result
     assert first is not None and first.outcome == "promoted", first
-    assert len(learner.window) == 50  # still there after the promotion
-    daemon.run(stream("B", 50, 22, offset=50))
+    assert len(learner.window) >= first.fit["new_train_examples"] + first.fit["gate_examples"] > 20  # still there
+    daemon.run(stream("B", 80, 22, offset=80))
     daemon.wait()
     second = learner.last_result
     assert second is not None and second.outcome == "promoted" and second.parent == first.version
     sizes = [r.fit["new_train_examples"] + r.fit["gate_examples"] for r in (first, second)]
     assert sizes[1] >= sizes[0] + 40, sizes  # the second run's window holds the first run's labels too
+    # The second run's forgetting is measured against the lineage's first model too.
+    assert second.numbers["holdout_answers"] > 0 and second.numbers["origin"] == "v-a", second.numbers
+    assert "all vs origin" in second.numbers["forgetting_tested"] and "origin" not in first.numbers
     learner.close()
