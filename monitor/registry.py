@@ -109,6 +109,23 @@ class ModelRegistry:
             out.append(VersionInfo(meta, entry, entry.name == current, problem))
         return sorted(out, key=lambda v: v.meta.created_at)
 
+    def origin(self, version: str) -> str:
+        """The oldest ancestor of ``version`` still in the registry (``version`` itself if it has none).
+
+        Follows ``meta.json`` ``parent`` links while the parent is a version here: a chain of
+        learner promotions leads back to the model that entered the registry.
+        """
+        seen = {version}
+        while True:
+            try:
+                parent = read_meta(self.path(version)).parent
+            except CheckpointError:
+                return version
+            if parent is None or parent in seen or not (self.path(parent) / META_FILE).is_file():
+                return version
+            seen.add(parent)
+            version = parent
+
     def record(self, event: str, version: str, **details: Any) -> None:
         """Append one event to ``history.jsonl`` (promotions, rejections with reasons, failures)."""
         line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, "version": version}

@@ -18,6 +18,8 @@ right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answe
   (source, period) with at least ``min_stratum_examples`` answers, so a gain on a new regime
   cannot hide a loss on an old one; a set smaller than that is reported, not tested (it could
   not show a small loss to be small).
+  After promotions the same sets are also tested against the model the lineage started from
+  (``origin``), so forgetting cannot build up over a chain of small losses.
 
     >>> s = GateSettings(min_gate_examples=10, confidence=0.9, forgetting_confidence=0.9, max_forgetting=0.05,
     ...                  min_stratum_examples=50)
@@ -30,7 +32,7 @@ right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -151,12 +153,26 @@ class Verdict:
     forgetting_tested, confidence, forgetting_confidence."""
 
 
+def _total(parts: Iterable[Paired]) -> Paired:
+    whole = Paired()
+    for part in parts:
+        whole = whole + part
+    return whole
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
 
-def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paired]) -> Verdict:
-    """Decide on ``recent`` (the gate set) and ``holdout`` (its strata, by name); see the module docstring."""
+def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paired],
+          origin: Mapping[str, Paired] | None = None) -> Verdict:
+    """Decide on ``recent`` (the gate set) and ``holdout`` (its strata, by name); see the module docstring.
+
+    ``origin``: the same holdout strata, paired with the answers of the model the serving version's
+    lineage started from instead of the serving model's (when they differ). They are tested like the
+    others, as ``"<stratum> vs origin"``, so a chain of promotions, each within ``max_forgetting`` of
+    its parent, cannot add up to forgetting more than that of what the first model knew.
+    """
     conf, fconf = settings.confidence, settings.forgetting_confidence
     alpha = 1.0 - conf
     p_value = mcnemar_midp(recent.serving_only, recent.challenger_only)
@@ -169,10 +185,11 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         "improvement_lower": _r(improvement_lower), "serving_only": recent.serving_only,
         "challenger_only": recent.challenger_only, "mcnemar_p": _r(p_value),
     }
-    whole = Paired()
-    for scores in holdout.values():
-        whole = whole + scores
+    whole = _total(holdout.values())
     sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
+    if origin:
+        sets["all vs origin"] = _total(origin.values())
+        sets.update({f"{name} vs origin": origin[name] for name in sorted(origin)})
     tested = {name: s for name, s in sets.items() if s.n >= settings.min_stratum_examples}
     bounds = {name: paired_interval(s, fconf)[1] for name, s in tested.items()}
     worst = max(bounds, key=bounds.__getitem__) if bounds else None

@@ -192,19 +192,30 @@ def retrain(
         for name, m in (("serving", serving), ("challenger", model)):
             scored[name] = (_predicted(m, tokenizer, gate_set, max_length),
                             _predicted(m, tokenizer, job.holdout, max_length))
+        origin_version = registry.origin(parent)
+        by_origin = None
+        if origin_version != parent and job.holdout:  # forgetting is also measured against the lineage's start
+            first = load_checkpoint(registry.path(origin_version)).model.to(next(model.parameters()).device)
+            by_origin = _predicted(first, loaded.tokenizer, job.holdout, max_length)
+            del first
         recent = paired(gate_set, scored["serving"][0], scored["challenger"][0])
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise.
         since = min((e.time for e in job.new if e.time is not None), default=None)
         strata: dict[str, Paired] = {}
-        for e, s, c in zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True):
+        origin: dict[str, Paired] = {}
+        for i, (e, s, c) in enumerate(zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True)):
             answers = paired([e], [s], [c])
             name = stratum(e, settings.buffer.period_s)
             strata[name] = strata.get(name, Paired()) + answers
+            if by_origin is not None:
+                origin[name] = origin.get(name, Paired()) + paired([e], [by_origin[i]], [c])
             if since is not None and e.time is not None and e.time >= since:
                 recent = recent + answers
-        verdict = judge(gs, recent=recent, holdout=strata)
+        verdict = judge(gs, recent=recent, holdout=strata, origin=origin or None)
+        if by_origin is not None:
+            verdict.numbers["origin"] = origin_version
         if not verdict.promote:
             return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
         meta = CheckpointMeta(

@@ -114,7 +114,6 @@ class OnlineLearner:
         self._last_result: RunResult | None = None
         self._last_started: float | None = None
         self._last_end: float | None = None
-        self._in_run: set[tuple[str, str, str]] = set()
         self._run_trigger: tuple[str | None, int] = (None, 0)  # drift signal and new labels of the run in flight
         self._dirty = bool(seeded)
         # Export zero series (Metrics does so for its own label sets), so increase() sees the first event.
@@ -264,7 +263,6 @@ class OnlineLearner:
             seed=self.settings.buffer.seed + self._runs,
             version=self._version_name(self._runs + 1) if self._version_name is not None else "",
         )
-        self._in_run = set(self._window)
         self._run_trigger = (self._drift, self._new_labels)
         self._run_started = self._clock()
         self._drift, self._new_labels, self._runs, self._dirty = None, 0, self._runs + 1, True
@@ -321,12 +319,12 @@ class OnlineLearner:
         self._last_result = result
         self._last_started = self._run_started
         self._last_end = self._clock()
-        if result.outcome == "promoted":  # the window went into the new model; keep what came since
-            for key in self._in_run:
-                self._window.pop(key, None)
-        else:  # the drift is not resolved: it stays pending for the next run (after more labels)
+        # A promotion does not empty the window: the next run trains on its labels again (from the new
+        # serving model, which learnt them) and its gate set keeps growing: the gate labels were never
+        # trained on by either model, so they stay fair evidence. Labels leave it by age (window_size).
+        if result.outcome != "promoted":  # the drift is not resolved: it stays pending for the next run
             self._drift = self._drift or self._run_trigger[0]
-        self._in_run, self._run_trigger, self._dirty = set(), (None, 0), True
+        self._run_trigger, self._dirty = (None, 0), True
 
 
 def build_learner(

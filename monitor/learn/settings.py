@@ -234,7 +234,7 @@ class GateSettings(_Group):
     """false: every challenger that trains is promoted, its gate numbers still recorded (for benchmarks only)."""
     gate_fraction: float = 0.2
     """Share of the new labels (chosen by a hash of the text, never trained on) the gate compares the models on."""
-    min_gate_examples: int = 20
+    min_gate_examples: int = 50
     """Fewest gate examples the gate decides on (fewer: rejected)."""
     confidence: float = 0.8
     """One-sided confidence that the challenger is better on the recent labels (McNemar: promote when p <= 1 - it)."""

@@ -376,3 +376,31 @@ def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(regis
     gate_answers = 2 * sum(in_gate(e, settings.gate.gate_fraction) for e in window)  # two heads each
     assert result.numbers["recent_answers"] == gate_answers + 2 * len(recent_held)
     assert result.numbers["holdout_answers"] == 2 * (len(recent_held) + len(old_held) + len(seed_held))
+
+
+def test_a_promotion_keeps_the_window_so_the_next_gate_set_grows(registry_dir: Path) -> None:
+    """Labels are scarce: after a promotion the next run trains on the window again and is gated on all
+    of its gate labels (never trained on by either model), not only on those that came since."""
+    from monitor.learn.trainer import FitResult
+
+    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+    learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
+                           gate_enabled=False, holdout_fraction=0.3)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("B", 80, 21))
+    daemon.wait()
+    first = learner.last_result
+    assert first is not None and first.outcome == "promoted", first
+    assert len(learner.window) >= first.fit["new_train_examples"] + first.fit["gate_examples"] > 20  # still there
+    daemon.run(stream("B", 80, 22, offset=80))
+    daemon.wait()
+    second = learner.last_result
+    assert second is not None and second.outcome == "promoted" and second.parent == first.version
+    sizes = [r.fit["new_train_examples"] + r.fit["gate_examples"] for r in (first, second)]
+    assert sizes[1] >= sizes[0] + 40, sizes  # the second run's window holds the first run's labels too
+    # The second run's forgetting is measured against the lineage's first model too.
+    assert second.numbers["holdout_answers"] > 0 and second.numbers["origin"] == "v-a", second.numbers
+    assert "all vs origin" in second.numbers["forgetting_tested"] and "origin" not in first.numbers
+    learner.close()

@@ -177,6 +177,17 @@ def test_the_forgetting_bound_has_its_own_confidence() -> None:
     assert verdicts[0.6].numbers["mcnemar_p"] == verdicts[0.9].numbers["mcnemar_p"]
 
 
+def test_forgetting_cannot_build_up_over_a_chain_of_promotions() -> None:
+    """Within the limit of the serving model, 4 points below the lineage's first model: refused."""
+    recent = _vectors(200, 0.70, 0.85, 0.5, random.Random(3))
+    fine = Paired(both=390, serving_only=2, challenger_only=2, neither=6)  # no loss against the parent
+    drifted = Paired(both=340, serving_only=24, challenger_only=8, neither=28)  # 0.04 below the origin
+    assert judge(GATE, recent=recent, holdout={"twitter_topic@?": fine}).promote
+    v = judge(GATE, recent=recent, holdout={"twitter_topic@?": fine}, origin={"twitter_topic@?": drifted})
+    assert not v.promote and v.numbers["forgetting_stratum"] in ("all vs origin", "twitter_topic@? vs origin"), v.reason
+    assert v.reason.startswith("forgetting on ") and "vs origin" in v.reason
+
+
 def test_a_small_holdout_is_reported_not_tested() -> None:
     v = judge(GATE, recent=_vectors(200, 0.70, 0.85, 0.5, random.Random(5)), holdout={"wire@1": _old(60)})
     assert v.promote and "forgetting not tested: holdout has 60 answers" in v.reason

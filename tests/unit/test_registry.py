@@ -163,3 +163,12 @@ def test_the_watcher_retries_a_failed_load_with_backoff(tmp_path: Path, tiny_bac
     assert watcher.changed() == registry.path("v2")
     watcher.loaded("v2")
     assert watcher.changed() is None and watcher.serving == "v2"
+
+
+def test_origin_follows_the_parents_back_to_the_first_version_still_here(tmp_path: Path, tiny_backbone: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry").init()
+    _save(tiny_backbone, registry, "v1", "trained-elsewhere")  # its parent never entered this registry
+    _save(tiny_backbone, registry, "v2", "v1")
+    _save(tiny_backbone, registry, "v3", "v2")
+    _save(tiny_backbone, registry, "other", None)
+    assert [registry.origin(v) for v in ("v3", "v2", "v1", "other")] == ["v1", "v1", "v1", "other"]
