@@ -36,8 +36,9 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from monitor.learn.buffer import stratum
@@ -52,7 +53,7 @@ from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["RunInput", "RunResult", "in_gate", "publish", "retrain", "split"]
+__all__ = ["RunInput", "RunResult", "in_gate", "publish", "recent_answers", "retrain", "split"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,27 @@ def in_gate(e: Example, fraction: float) -> bool:
     """
     digest = hashlib.blake2b(e.text.encode("utf-8"), digest_size=8, person=b"gate").digest()
     return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
+def _window_start(new: Iterable[Example]) -> datetime | None:
+    return min((e.time for e in new if e.time is not None), default=None)
+
+
+def _recent_holdout(e: Example, since: datetime | None) -> bool:
+    """Whether a holdout example counts as recent evidence: from the window's time span (never trained on)."""
+    return since is not None and e.time is not None and e.time >= since
+
+
+def recent_answers(new: Sequence[Example], holdout: Sequence[Example], gate_fraction: float) -> int:
+    """The answers the gate of a run on the window ``new`` decides "better" on (one per labelled head).
+
+    >>> window = [Example(str(i), sentiment="positive") for i in range(40)]
+    >>> recent_answers(window, [], 0.2) == sum(in_gate(e, 0.2) for e in window)
+    True
+    """
+    since = _window_start(new)
+    recent = [e for e in new if in_gate(e, gate_fraction)] + [e for e in holdout if _recent_holdout(e, since)]
+    return sum((e.topic is not None) + (e.sentiment is not None) for e in recent)
 
 
 def _fingerprint(examples: Sequence[Example]) -> str:
@@ -202,7 +224,7 @@ def retrain(
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise.
-        since = min((e.time for e in job.new if e.time is not None), default=None)
+        since = _window_start(job.new)
         strata: dict[str, Paired] = {}
         origin: dict[str, Paired] = {}
         for i, (e, s, c) in enumerate(zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True)):
@@ -211,7 +233,7 @@ def retrain(
             strata[name] = strata.get(name, Paired()) + answers
             if by_origin is not None:
                 origin[name] = origin.get(name, Paired()) + paired([e], [by_origin[i]], [c])
-            if since is not None and e.time is not None and e.time >= since:
+            if _recent_holdout(e, since):
                 recent = recent + answers
         verdict = judge(gs, recent=recent, holdout=strata, origin=origin or None)
         if by_origin is not None:

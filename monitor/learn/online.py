@@ -35,7 +35,7 @@ from pathlib import Path
 from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
-from monitor.learn.incremental import FitFn, RunInput, RunResult, publish, retrain
+from monitor.learn.incremental import FitFn, RunInput, RunResult, publish, recent_answers, retrain
 from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
 from monitor.learn.policy import decide
 from monitor.learn.settings import LearnerSettings, parse_settings
@@ -246,10 +246,15 @@ class OnlineLearner:
     def _maybe_start(self) -> None:
         if self._stop.is_set():
             return
-        p = self.settings.policy
+        p, gs = self.settings.policy, self.settings.gate
         floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
-        decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels,
-                          running=self.running or self._held is not None, last_end=self._last_end, below_floor=floor)
+        running = self.running or self._held is not None
+        answers = None  # counted only when it could matter (hashing the window on every batch is waste)
+        if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
+            answers = recent_answers(tuple(self._window.values()), self.buffer.holdout, gs.gate_fraction)
+        decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
+                          last_end=self._last_end, below_floor=floor, gate_answers=answers,
+                          min_gate_answers=gs.min_gate_examples)
         if not decision.start:
             return
         new = tuple(self._window.values())

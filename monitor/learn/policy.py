@@ -6,7 +6,10 @@ reason reported):
 1. no run is in progress (at most one at a time);
 2. the cool-down since the end of the last run has passed;
 3. at least ``min_new_labels`` new labelled examples arrived since the last run started;
-4. a harmful drift was detected since the last run started; or a head of the serving model is
+4. the gate could decide: the run's recent labels (gate set and the holdout's share of the window)
+   hold at least ``min_gate_examples`` answers (a run the gate must refuse for want of evidence is
+   not started: its training would be wasted, and its labels wait for the next run);
+5. a harmful drift was detected since the last run started; or a head of the serving model is
    below the accuracy floor (``below_floor``: its accuracy over its last ``floor_labels`` labels
    is under ``accuracy_floor``; this catches a model that is wrong from the start, whose error
    never *changes*, so no drift detector fires); or ``retrain_every_labels`` > 0 and that many
@@ -49,13 +52,16 @@ def decide(
     running: bool,
     last_end: float | None,
     below_floor: str | None = None,
+    gate_answers: int | None = None,
+    min_gate_answers: int = 0,
 ) -> Decision:
     """Whether to start a training run now.
 
     ``drift``: the signal of the first harmful drift since the last run started (None if none);
     ``new_labels``: labelled examples added since then; ``last_end``: clock time the last run
     ended (None if there was none); ``now`` on the same clock; ``below_floor``: why the serving
-    model is under the accuracy floor (None if it is not, or the floor is off).
+    model is under the accuracy floor (None if it is not, or the floor is off); ``gate_answers``:
+    the answers the gate would decide on now (None: not checked), at least ``min_gate_answers``.
     """
     if running:
         return Decision(False, "a run is in progress")
@@ -63,6 +69,8 @@ def decide(
         return Decision(False, f"cool-down: {settings.cooldown_s - (now - last_end):.0f} s left")
     if new_labels < settings.min_new_labels:
         return Decision(False, f"waiting for labels: {new_labels}/{settings.min_new_labels}")
+    if gate_answers is not None and gate_answers < min_gate_answers:
+        return Decision(False, f"waiting for gate labels: {gate_answers}/{min_gate_answers} answers")
     if drift is not None:
         return Decision(True, f"drift on {drift}")
     if below_floor is not None:

@@ -404,3 +404,12 @@ def test_a_promotion_keeps_the_window_so_the_next_gate_set_grows(registry_dir: P
     assert second.numbers["holdout_answers"] > 0 and second.numbers["origin"] == "v-a", second.numbers
     assert "all vs origin" in second.numbers["forgetting_tested"] and "origin" not in first.numbers
     learner.close()
+
+
+def test_no_run_starts_while_the_gate_set_is_too_small_to_decide(registry_dir: Path) -> None:
+    learner = make_learner(registry_dir, min_new_labels=40, retrain_every_labels=40, min_gate_examples=500)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("B", 80, 23))
+    assert not learner.running and learner.last_result is None
+    assert learner.new_labels >= 40  # the labels wait for the next chance
+    learner.close()

@@ -91,6 +91,17 @@ def test_policy(drift: str | None, floor: str | None, labels: int, running: bool
     assert (d.start, d.reason) == (start, reason)
 
 
+def test_no_run_starts_before_the_gate_could_decide() -> None:
+    """A run whose gate set is too small would be refused after training: it waits for more labels."""
+    def run(answers: int) -> tuple[bool, str]:
+        d = decide(POLICY, now=1000.0, drift=None, new_labels=80, running=False, last_end=None, below_floor=FLOOR,
+                   gate_answers=answers, min_gate_answers=50)
+        return d.start, d.reason
+
+    assert run(49) == (False, "waiting for gate labels: 49/50 answers")
+    assert run(50) == (True, f"accuracy floor: {FLOOR}")
+
+
 # --- gate ----------------------------------------------------------------------------------------------
 GATE = GateSettings(min_gate_examples=20, confidence=0.9, forgetting_confidence=0.9, max_forgetting=0.02,
                     min_stratum_examples=100)
