@@ -88,7 +88,7 @@ DEFINITIONS = {
                      "(shared by all methods)",
     "job_seconds": "learner methods: wall seconds of the whole retrain jobs (load, fit, gate, save)",
     "examples_trained": "training forward+backward passes over all updates (FitResult.examples_seen)",
-    "teacher_forwards": "extra forward passes of the distillation teacher",
+    "teacher_forwards": "extra forward passes of the distillation teacher (once per training example and run)",
     "forgetting_buildup": "forgetting after the last update minus forgetting after the first update",
 }
 

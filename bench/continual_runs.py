@@ -209,7 +209,7 @@ def _run_learner(method: str, scenario: Scenario, base: Base, feed: Path, work: 
         updates.append(Update(
             phase=i + 1, outcome=str(run["event"]), fit_seconds=round(result.seconds, 2),
             job_seconds=round(float(run["seconds"]), 2), examples_trained=result.examples_seen,
-            teacher_forwards=result.examples_seen if teacher else 0, train_examples=n_train,
+            teacher_forwards=n_train if teacher else 0, train_examples=n_train,  # fit computes them once
             epochs_run=result.epochs_run, stop_reason=result.stop_reason,
             gate={key: gate.get(key) for key in ("improvement", "recent_serving", "recent_challenger")},
         ))
