@@ -32,7 +32,7 @@ right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -153,13 +153,6 @@ class Verdict:
     forgetting_tested, confidence, forgetting_confidence."""
 
 
-def _total(parts: Iterable[Paired]) -> Paired:
-    whole = Paired()
-    for part in parts:
-        whole = whole + part
-    return whole
-
-
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
@@ -185,10 +178,10 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         "improvement_lower": _r(improvement_lower), "serving_only": recent.serving_only,
         "challenger_only": recent.challenger_only, "mcnemar_p": _r(p_value),
     }
-    whole = _total(holdout.values())
+    whole = sum(holdout.values(), Paired())
     sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
     if origin:
-        sets["all vs origin"] = _total(origin.values())
+        sets["all vs origin"] = sum(origin.values(), Paired())
         sets.update({f"{name} vs origin": origin[name] for name in sorted(origin)})
     tested = {name: s for name, s in sets.items() if s.n >= settings.min_stratum_examples}
     bounds = {name: paired_interval(s, fconf)[1] for name, s in tested.items()}

@@ -17,7 +17,8 @@ copy. Steps:
    truncation length (``meta.max_length``, the one serving uses); ``gate.judge`` on the paired
    answers: "better" on the recent labels (the gate set, plus the holdout's examples from the
    window's time span: the same stream's share set aside, never trained on either), "not
-   forgetting" on the holdout and each of its strata;
+   forgetting" on the holdout and each of its strata, against the serving model and, after
+   promotions, against the model its lineage started from (``ModelRegistry.origin``);
 5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
    metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
    ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then

@@ -249,15 +249,15 @@ class OnlineLearner:
         p, gs = self.settings.policy, self.settings.gate
         floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
         running = self.running or self._held is not None
+        new = tuple(self._window.values())
         answers = None  # counted only when it could matter (hashing the window on every batch is waste)
         if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
-            answers = recent_answers(tuple(self._window.values()), self.buffer.holdout, gs.gate_fraction)
+            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction)
         decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
                           last_end=self._last_end, below_floor=floor, gate_answers=answers,
                           min_gate_answers=gs.min_gate_examples)
         if not decision.start:
             return
-        new = tuple(self._window.values())
         n_replay = self.settings.train.replay_size(len(new))
         job = RunInput(
             serving_version=self.registry.current_version() or self.drift.version,

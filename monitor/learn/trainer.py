@@ -194,8 +194,9 @@ def fit(
             loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
-            if targets is not None and distilled[rows].any():
-                keep = distilled[rows].to(device)
+            keep = distilled[rows]
+            if targets is not None and keep.any():
+                keep = keep.to(device)
                 teacher_topic, teacher_sentiment = (t[rows].to(device) for t in targets)
                 distill = distillation_loss(topic_logits[keep], teacher_topic[keep], cfg.distill_temperature)
                 distill = distill + distillation_loss(sentiment_logits[keep], teacher_sentiment[keep],

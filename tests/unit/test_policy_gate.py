@@ -154,7 +154,7 @@ def test_noise_does_not_promote() -> None:
     default = GateSettings(**{**GATE.model_dump(), "confidence": GateSettings().confidence})
     passed = sum(judge(default, recent=_vectors(100, 0.75, 0.75, 0.5, rng), holdout={"old@?": _old()}).promote
                  for _ in range(200))
-    assert 0.1 * 200 < passed <= 0.2 * 200 + 12, passed
+    assert 0.15 * 200 < passed <= 0.2 * 200 + 12, passed  # 43 of 200 (23 at confidence 0.9)
     # The old gate promoted on any observed gain >= min_improvement: about half of these.
 
 
