@@ -68,6 +68,7 @@ _UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("min_replay", int, "fewest replay examples drawn, however few the new examples"),
     ("distill_weight", float, "weight of the distillation from the --from model"),
     ("distill_temperature", float, "distillation temperature"),
+    ("distill_on", str, "examples the distillation covers: replay or all"),
 )
 
 

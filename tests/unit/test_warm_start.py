@@ -172,6 +172,8 @@ def test_train_refuses_what_would_silently_start_from_random(trained: Path, tiny
     assert "--method: only with --from" in capsys.readouterr().err
     assert main([*args, "--from", str(trained), "--distill-weight", "-1"]) == 2
     assert "distill_weight" in capsys.readouterr().err
+    assert main([*args, "--from", str(trained), "--distill-on", "new"]) == 2
+    assert "distill_on: must be all or replay, got 'new'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
