@@ -198,3 +198,13 @@ def test_demo_regime_b_reverses_at_least_15_percent_of_what_regime_a_taught() ->
     b_flips = flipped(labelled["B"])
     assert len(b_flips) / len(labelled["B"]) >= 0.15
     assert all(r["sentiment"] == FLIPS[key(r)] for r in b_flips)
+
+
+def test_gate_power_passes_clear_winners_and_few_equals() -> None:
+    from gate_power import pass_rate
+
+    rng = random.Random(0)
+    assert pass_rate(0.2, 0.0, 50, 0.8, 300, rng) > 0.99  # about 10 wins, no loss: always through
+    equal = pass_rate(0.05, 0.05, 100, 0.8, 1000, rng)
+    assert 0.05 < equal < 0.25  # as good as serving: about 1 - confidence of the gate sets pass
+    assert pass_rate(0.08, 0.04, 300, 0.8, 300, rng) > pass_rate(0.08, 0.04, 50, 0.8, 300, rng)
