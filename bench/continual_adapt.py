@@ -45,6 +45,7 @@ from monitor.learn.incremental import split
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.model import MultiTaskClassifier, Predictor, default_backbone
 from monitor.model.checkpoint import load_checkpoint
+from monitor.model.onnx_export import write_atomic
 from monitor.records import Example
 
 DOMAIN = ROOT / "var" / "bench" / "domain"
@@ -116,10 +117,17 @@ def eval_sets(split_name: str) -> dict[str, tuple[list[Example], str]]:
 
 
 def cached(key: str, compute: Any) -> Any:
+    """``compute()``, kept in ``CACHE`` under ``key``.
+
+    Several seeds run as parallel processes: the file is re-read just before the write (keys
+    another process added meanwhile are kept) and replaced atomically (never read half-written).
+    """
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
     if key not in cache:
-        cache[key] = compute()
-        CACHE.write_text(json.dumps(cache))
+        value = compute()
+        cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+        cache[key] = value
+        write_atomic(CACHE, json.dumps(cache).encode("utf-8"))
     return cache[key]
 
 
