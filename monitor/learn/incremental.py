@@ -37,9 +37,8 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from monitor.learn.buffer import stratum
@@ -54,7 +53,7 @@ from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["RunInput", "RunResult", "in_gate", "publish", "recent_answers", "retrain", "split"]
+__all__ = ["RunInput", "RunResult", "in_gate", "publish", "recent_answers", "recent_holdout", "retrain", "split"]
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +117,15 @@ def in_gate(e: Example, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
-def _window_start(new: Iterable[Example]) -> datetime | None:
-    return min((e.time for e in new if e.time is not None), default=None)
+def recent_holdout(new: Sequence[Example], holdout: Sequence[Example]) -> list[bool]:
+    """Which ``holdout`` examples count as recent evidence: from the time span of the window ``new``.
 
-
-def _recent_holdout(e: Example, since: datetime | None) -> bool:
-    """Whether a holdout example counts as recent evidence: from the window's time span (never trained on)."""
-    return since is not None and e.time is not None and e.time >= since
+    The holdout's share of the same labels was never trained on either, so the gate's "better"
+    test counts it beside the gate set (``retrain``) and the policy counts it before a run
+    (``recent_answers``): one definition for both.
+    """
+    since = min((e.time for e in new if e.time is not None), default=None)
+    return [since is not None and e.time is not None and e.time >= since for e in holdout]
 
 
 def recent_answers(new: Sequence[Example], holdout: Sequence[Example], gate_fraction: float) -> int:
@@ -134,8 +135,8 @@ def recent_answers(new: Sequence[Example], holdout: Sequence[Example], gate_frac
     >>> recent_answers(window, [], 0.2) == sum(in_gate(e, 0.2) for e in window)
     True
     """
-    since = _window_start(new)
-    recent = [e for e in new if in_gate(e, gate_fraction)] + [e for e in holdout if _recent_holdout(e, since)]
+    held = [e for e, recent in zip(holdout, recent_holdout(new, holdout), strict=True) if recent]
+    recent = [e for e in new if in_gate(e, gate_fraction)] + held
     return sum((e.topic is not None) + (e.sentiment is not None) for e in recent)
 
 
@@ -225,7 +226,7 @@ def retrain(
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise.
-        since = _window_start(job.new)
+        is_recent = recent_holdout(job.new, job.holdout)
         strata: dict[str, Paired] = {}
         origin: dict[str, Paired] = {}
         for i, (e, s, c) in enumerate(zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True)):
@@ -234,7 +235,7 @@ def retrain(
             strata[name] = strata.get(name, Paired()) + answers
             if by_origin is not None:
                 origin[name] = origin.get(name, Paired()) + paired([e], [by_origin[i]], [c])
-            if _recent_holdout(e, since):
+            if is_recent[i]:
                 recent = recent + answers
         verdict = judge(gs, recent=recent, holdout=strata, origin=origin or None)
         if by_origin is not None:
