@@ -33,6 +33,7 @@ def _meta(model: MultiTaskClassifier, version: str = "v1") -> CheckpointMeta:
         data_fingerprint="sha256:abc",
         metrics={"val_macro_f1": 0.5},
         train_config={"epochs": 1},
+        created_at="2026-01-01T00:00:00+00:00",  # fixed: two metas built a second apart must be equal
     )
 
 
