@@ -40,7 +40,6 @@ class Lease:
         if config.create_topics:
             ensure_topics(config, [self.topic], partitions=1, replication=config.replication_factor)
         self._consumer = KafkaConsumer(
-            self.topic,
             group_id=f"{config.group_id}-{role}-lease",
             client_id=f"{config.client_id}-{role}-lease",
             enable_auto_commit=False,
@@ -48,7 +47,23 @@ class Lease:
             partition_assignment_strategy=[StickyPartitionAssignor],
             **config.client_options(),
         )
+        self._await_partition()
+        self._consumer.subscribe([self.topic])
         self._held: bool | None = None
+
+    def _await_partition(self, timeout_s: float = 30.0) -> None:
+        """Wait until the consumer's metadata shows the lease partition (a topic created a moment ago may not).
+
+        The group's assignment is computed from the members' metadata: joined without the partition,
+        the group assigns nothing, nobody holds the lease, and the consumer only looks again at its
+        next periodic metadata refresh (``metadata_max_age_ms``, 5 minutes).
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer.partitions_for_topic(self.topic):
+            if time.monotonic() > deadline:
+                log.warning("%s lease: topic %s has no partition yet; the lease waits for it", self.role, self.topic)
+                return
+            time.sleep(0.2)
 
     @property
     def held(self) -> bool:
