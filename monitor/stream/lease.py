@@ -9,7 +9,13 @@ instance joins, so a newcomer never interrupts a running learner.
 
 A holder that loses the lease (a rebalance revokes it, e.g. after a network partition longer than
 the session timeout) sees ``held`` turn false at its next check and must stop writing: the
-learner checks it before every promotion and announcement.
+learner checks it before every promotion and announcement. ``held`` is false from the moment a
+rebalance starts (the group revokes the assignment) until the group hands the partition out again:
+kafka-python keeps reporting the old assignment until the new one arrives, so without that a holder
+would still say "held" while the group gives the partition to a newcomer. A holder evicted because
+it sent no heartbeat for ``kafka.session_timeout_ms`` (a stalled process) learns it at its next
+heartbeat, at most ``kafka.heartbeat_interval_ms`` later; the lease uses the configured heartbeat
+interval and poll interval, like every other consumer of the daemon.
 """
 
 from __future__ import annotations
@@ -19,16 +25,33 @@ import logging
 import time
 from collections.abc import Callable
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import KafkaError
 
 from monitor.config import KafkaConfig
 from monitor.stream.admin import ensure_topics
 
-__all__ = ["Lease"]
+__all__ = ["Lease", "Membership"]
 
 log = logging.getLogger(__name__)
+
+
+class Membership(ConsumerRebalanceListener):
+    """Whether the group's current assignment is settled: false between a revocation and the next assignment."""
+
+    def __init__(self) -> None:
+        self.settled = True
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.settled = False
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.settled = False
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.settled = True
 
 
 class Lease:
@@ -44,11 +67,14 @@ class Lease:
             client_id=f"{config.client_id}-{role}-lease",
             enable_auto_commit=False,
             session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
             partition_assignment_strategy=[StickyPartitionAssignor],
             **config.client_options(),
         )
         self._await_partition()
-        self._consumer.subscribe([self.topic])
+        self._membership = Membership()
+        self._consumer.subscribe([self.topic], listener=self._membership)
         self._held: bool | None = None
 
     def _await_partition(self, timeout_s: float = 30.0) -> None:
@@ -70,7 +96,7 @@ class Lease:
         """Poll the group (heartbeats, rebalances) and say whether this instance holds the lease."""
         try:
             self._consumer.poll(timeout_ms=200)  # lets the join and sync rounds of the group complete
-            held = bool(self._consumer.assignment())
+            held = self._membership.settled and bool(self._consumer.assignment())
         except KafkaError as err:
             log.warning("%s lease: cannot reach the group coordinator (%s); assuming lost", self.role, err)
             held = False

@@ -66,6 +66,7 @@ def test_one_lease_holder_at_a_time_and_a_quick_takeover(kafka_broker: Any) -> N
     ensure = kafka_config(kafka_broker.bootstrap, MONITOR__KAFKA__LEASE_TOPIC_PREFIX=f"lease-{uuid.uuid4().hex[:6]}-")
     ensure_versions_topic(ensure)
     first = Lease(ensure, "learner")
+    assert first._consumer.config["heartbeat_interval_ms"] == 1000  # the configured heartbeat, not the client's 3 s
     deadline = time.monotonic() + 60
     while not first.held:
         assert time.monotonic() < deadline, "the first instance never got the lease"
