@@ -13,7 +13,11 @@
    tweets a set the served model never saw (``twitter_fresh``: forgetting, paired, with its
    standard error). ``--split tune`` scores the PhraseBank *tune* split and the test tweets
    instead (for choosing). Every training run's gate verdict is printed beside what the
-   held-out data says of the model it promoted.
+   held-out data says of its challenger, promoted or refused: the config also sets
+   ``keep_rejected: true``, which keeps refused challengers in ``<registry>/rejected/`` and
+   changes no decision.
+4. ``--agreement FILE``: no replay; the table of the gate's verdicts against the held-out data
+   over every run recorded in FILE (see ``agreement``).
 
     MONITOR_SHARED_DATA=/work/shared/data nice -n 10 .venv/bin/python bench/adapt_replay.py --seeds 0 1 2
 
@@ -81,7 +85,9 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                        data_fingerprint=load_checkpoint(BASE).meta.data_fingerprint, source="monitor train")
     subprocess.run([*MONITOR, "model", "--registry", str(registry_dir), "add", str(served), "--promote"], check=True)
     config = work / f"config-{seed}.yaml"
-    settings = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in json.loads(args.settings).items())
+    # keep_rejected only keeps refused challengers' checkpoints, to score them below: no decision changes.
+    chosen = {"keep_rejected": True, **json.loads(args.settings)}
+    settings = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in chosen.items())
     config.write_text(f"model:\n  path: {registry_dir}\nlearning:\n  enabled: true\n"
                       + (f"  settings:\n{settings}" if settings else ""), encoding="utf-8")
     feed_path = work / f"feed-{seed}.jsonl"
@@ -100,9 +106,11 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     before = cached(f"base:{args.split}-fresh@{max_length}",
                     lambda: score(base.model, base.tokenizer, sets, max_length))
     scores: dict[str, dict[str, list[int]]] = {base.meta.version: before}
-    for h in runs:  # what the held-out data says of every model the gate let through
-        if h["event"] == "promoted":
-            loaded = load_checkpoint(out / "registry" / "versions" / h["version"])
+    replayed = ModelRegistry(out / "registry")
+    for h in runs:  # what the held-out data says of every challenger, promoted or refused
+        where = {"promoted": replayed.path, "rejected": replayed.rejected_path}.get(h["event"])
+        if where is not None and (where(h["version"]) / "meta.json").is_file():
+            loaded = load_checkpoint(where(h["version"]))
             scores[h["version"]] = score(loaded.model, loaded.tokenizer, sets, max_length)
     after = scores.get(final or "", before)
     reference = reference_scores(args.split, max_length)["new_domain"]
@@ -111,6 +119,7 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gap = ref_acc - new_domain["before"]
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "split": args.split, "seed": seed,
+        "commit": _commit(), "variant": args.variant,
         "settings": args.settings, "labels": n,
         "spacing_s": args.spacing_s, "label_delay_s": args.label_delay_s, "replay_wall_s": round(wall, 1),
         "final_version": final, "reference_accuracy": round(ref_acc, 4), "new_domain": new_domain,
@@ -127,6 +136,11 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                          for k in ("tweets_sentiment", "tweets_topic")}}}
                  for h in runs],
     }
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -146,6 +160,45 @@ def summary(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A held-out difference counts as real beyond this many standard errors (one-sided 90 %).
+Z_90 = 1.2816
+
+
+def verdicts(run_: dict[str, Any], max_forgetting: float = 0.02) -> tuple[str, str] | None:
+    """(what the gate said, what the held-out data says) of one run, or None when it was not scored.
+
+    Gate: ``better`` (promoted), ``forgets`` (better on the recent labels, refused for forgetting),
+    ``not better``. Held out: ``forgets`` when a tweet head lost more than ``max_forgetting`` beyond
+    noise (the loss's 90 % lower bound above it), else ``better`` / ``worse`` when the new-domain
+    difference is beyond noise (z > 1.28 either way), else ``no clear change``.
+    """
+    held = run_.get("held_out")
+    if held is None:
+        return None
+    reason = run_.get("reason") or ""
+    said = "better" if run_["event"] == "promoted" else "forgets" if reason.startswith("forgetting") else "not better"
+    lost = [-held[k]["diff"] - Z_90 * held[k]["se"] for k in ("tweets_sentiment", "tweets_topic")]
+    new = held["new_domain"]
+    z = new["diff"] / new["se"] if new["se"] > 0 else 0.0
+    truth = ("forgets" if max(lost) > max_forgetting else "better" if z > Z_90 else "worse" if z < -Z_90
+             else "no clear change")
+    return said, truth
+
+
+def agreement(rows: list[dict[str, Any]]) -> str:
+    """A table: the gate's verdicts (rows) against the held-out data's (columns), over every scored run."""
+    from collections import Counter
+
+    counts = Counter(v for r in rows for run_ in r["runs"] if (v := verdicts(run_)) is not None)
+    cols = ("better", "no clear change", "worse", "forgets")
+    lines = ["| gate said \\ held out says | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for said in ("better", "not better", "forgets"):
+        lines.append(f"| {said} | " + " | ".join(str(counts[(said, c)]) for c in cols) + " |")
+    unscored = sum(1 for r in rows for run_ in r["runs"] if run_.get("held_out") is None)
+    return "\n".join(lines) + (f"\n({unscored} runs without held-out scores: refused before keep_rejected)"
+                               if unscored else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -159,7 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-delay-s", type=float, default=600.0, help="label known this long after the item")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "adapt_replay.jsonl")
     parser.add_argument("--workdir", type=Path, help="keep registries and replays here (default: a temp dir)")
+    parser.add_argument("--agreement", type=Path, help="print the gate-vs-held-out table of the runs in this "
+                        "JSONL file (--variant: only its rows) and exit")
+    parser.add_argument("--variant", default="", help="a tag stored in each row written; with --agreement, only the "
+                        "rows whose variant contains it")
     args = parser.parse_args(argv)
+    if args.agreement is not None:
+        rows = [json.loads(line) for line in args.agreement.read_text(encoding="utf-8").splitlines() if line]
+        print(agreement([r for r in rows if args.variant in r.get("variant", "")]))
+        return 0
     if not data_dir().is_dir():
         print("../shared/data not found (set MONITOR_SHARED_DATA): nothing to do")
         return 0

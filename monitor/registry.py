@@ -3,6 +3,8 @@
 Layout of a registry directory::
 
     versions/<version>/     checkpoints written by monitor.model.save_checkpoint
+    rejected/<version>/     challengers the gate refused, kept only with learning.settings.keep_rejected
+                            (never served: nothing outside versions/ can become CURRENT)
     CURRENT                 the serving version id (replaced atomically by rename)
     history.jsonl           one JSON line per event: added, promoted, rejected, failed, rollback
 
@@ -32,6 +34,7 @@ __all__ = ["ModelRegistry", "RegistryError", "VersionInfo", "is_registry"]
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "history.jsonl"
 VERSIONS_DIR = "versions"
+REJECTED_DIR = "rejected"
 
 
 class RegistryError(RuntimeError):
@@ -64,6 +67,10 @@ class ModelRegistry:
 
     def path(self, version: str) -> Path:
         return self.root / VERSIONS_DIR / version
+
+    def rejected_path(self, version: str) -> Path:
+        """Where a refused challenger is kept for inspection (``keep_rejected``); never a serving candidate."""
+        return self.root / REJECTED_DIR / version
 
     @property
     def staging(self) -> Path:

@@ -25,6 +25,8 @@ copy. Steps:
    hot-swaps between batches. The live learner publishes at once, a backtest when the run's
    duration has passed in event time.
 
+Refused: nothing is saved (with ``keep_rejected``, the challenger's checkpoint goes to
+``<registry>/rejected/<version>``, where nothing can make it serve, for inspecting the decision).
 Any exception (``TrainingDiverged`` on a NaN loss included) ends the run as ``failed``: nothing is
 saved and the serving model stays. Every outcome is recorded in the registry history.
 """
@@ -240,14 +242,16 @@ def retrain(
         verdict = judge(gs, recent=recent, holdout=strata, origin=origin or None)
         if by_origin is not None:
             verdict.numbers["origin"] = origin_version
-        if not verdict.promote:
-            return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
         meta = CheckpointMeta(
             version=version, parent=parent, backbone=loaded.meta.backbone, topics=model.topics,
             sentiments=model.sentiments, data_fingerprint=_fingerprint(train),
             metrics={"gate": verdict.numbers, "fit": fit_numbers, "method": ts.method, "trigger": job.trigger},
             train_config=cfg.to_dict(), dropout=loaded.meta.dropout, max_length=max_length,
         )
+        if not verdict.promote:
+            if gs.keep_rejected:
+                save_checkpoint(model, tokenizer, meta, registry.rejected_path(version))
+            return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
         save_checkpoint(model, tokenizer, meta, registry.path(version))
         ensure_export(registry.path(version), model, tokenizer, max_length)  # never raises; torch serves if refused
         write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}",

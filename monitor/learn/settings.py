@@ -246,6 +246,8 @@ class GateSettings(_Group):
     """Largest accuracy loss on the holdout (and each large enough stratum), as an upper confidence bound."""
     min_stratum_examples: int = 100
     """Holdout (and holdout strata) with fewer labelled answers than this are not tested for forgetting."""
+    keep_rejected: bool = False
+    """Keep each refused challenger's checkpoint in <registry>/rejected/<version> (never served; for inspection)."""
 
     @model_validator(mode="after")
     def _valid(self) -> GateSettings:

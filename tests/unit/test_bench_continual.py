@@ -171,6 +171,29 @@ def test_warm_seed_is_balanced_per_head_and_class_and_seeded() -> None:
     assert len(warm_seed(train, 100, seed=0)) == len(train)  # a class smaller than per_class gives all it has
 
 
+def _run(event: str, reason: str, new: tuple[float, float], tweets: tuple[float, float] = (0.0, 0.005)) -> dict:
+    return {"event": event, "reason": reason, "held_out": {
+        "new_domain": {"diff": new[0], "se": new[1]},
+        "tweets_sentiment": {"diff": tweets[0], "se": tweets[1]}, "tweets_topic": {"diff": 0.0, "se": 0.005}}}
+
+
+def test_the_gate_verdicts_are_read_against_the_held_out_data() -> None:
+    from adapt_replay import agreement, verdicts
+
+    assert verdicts(_run("promoted", "better: ...", (0.05, 0.01))) == ("better", "better")
+    assert verdicts(_run("rejected", "not better: ...", (0.01, 0.01))) == ("not better", "no clear change")
+    assert verdicts(_run("rejected", "not better: ...", (-0.03, 0.01))) == ("not better", "worse")
+    # 3 points lost on tweets, 0.5 of standard error: the loss's 90 % lower bound (2.4) is above 2 points
+    assert verdicts(_run("promoted", "better: ...", (0.05, 0.01), tweets=(-0.03, 0.005))) == ("better", "forgets")
+    assert verdicts(_run("rejected", "forgetting: ...", (0.05, 0.01), tweets=(-0.01, 0.005))) == ("forgets", "better")
+    assert verdicts({"event": "rejected", "reason": "not better", "held_out": None}) is None
+    rows = [{"runs": [_run("promoted", "better", (0.05, 0.01)), _run("promoted", "better", (0.04, 0.01)),
+                      _run("rejected", "not better", (0.0, 0.01)), {"event": "rejected", "held_out": None}]}]
+    table = agreement(rows).splitlines()
+    assert table[2] == "| better | 2 | 0 | 0 | 0 |" and table[3] == "| not better | 0 | 1 | 0 | 0 |"
+    assert table[-1].startswith("(1 runs without held-out scores")
+
+
 # --- the demo feed (sample_data/generate.py) -----------------------------------------------------------------
 FLIPS = {"rate cut": "negative", "cuts rates": "negative", "restructuring": "positive", "to fund AI": "positive",
          "to double AI": "positive"}

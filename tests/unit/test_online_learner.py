@@ -28,7 +28,7 @@ from monitor.learn import TrainConfig, TrainingDiverged, evaluate, fit
 from monitor.learn.online import OnlineLearner, build_learner
 from monitor.learn.settings import METHODS
 from monitor.metrics import Metrics
-from monitor.model.checkpoint import CheckpointMeta, save_checkpoint
+from monitor.model.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from monitor.model.network import MultiTaskClassifier
 from monitor.records import Example, Label, NewsItem, Prediction
 from monitor.registry import ModelRegistry
@@ -225,6 +225,24 @@ def test_the_gate_rejects_and_records_why(registry_dir: Path) -> None:
     assert event["event"] == "rejected" and event["version"] == result.version and event["reason"] == result.reason
     assert ModelRegistry(registry_dir).current_version() == "v-a"
     assert sample(learner.metrics.training_runs, outcome="rejected") == 1
+    assert not ModelRegistry(registry_dir).rejected_path(result.version).exists()  # not kept by default
+    learner.close()
+
+
+def test_a_rejected_challenger_can_be_kept_for_inspection_but_never_serves(registry_dir: Path) -> None:
+    learner = make_learner(registry_dir, min_new_labels=40, retrain_every_labels=40, min_improvement=1.0,
+                           keep_rejected=True)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("A", 60, 10))
+    daemon.wait()
+    result = learner.last_result
+    registry = ModelRegistry(registry_dir)
+    assert result is not None and result.outcome == "rejected"
+    kept = registry.rejected_path(result.version)
+    meta = json.loads((kept / "meta.json").read_text(encoding="utf-8"))
+    assert meta["parent"] == "v-a" and meta["metrics"]["gate"] == result.numbers
+    assert load_checkpoint(kept).meta.version == result.version  # a whole checkpoint, loadable
+    assert registry.current_version() == "v-a" and result.version not in {v.meta.version for v in registry.versions()}
     learner.close()
 
 
