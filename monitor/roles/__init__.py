@@ -67,7 +67,7 @@ class OwnerLoop:
                 messages = self.source.next_batch(batch.max_batch, batch.max_wait_ms)
                 if messages:
                     self.handle(messages)
-                if self.lease is not None and not self.lease.held:
+                if self.lease is not None and not self.lease.keeps():
                     log.warning("%s lease lost: stopping so that the new holder is the only one", self.role)
                     break
                 self.between()

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -57,12 +58,12 @@ class Membership(ConsumerRebalanceListener):
 class Lease:
     """``held`` is true while this process owns the role's single lease partition."""
 
-    def __init__(self, config: KafkaConfig, role: str) -> None:
+    def __init__(self, config: KafkaConfig, role: str, consumer_factory: Callable[..., Any] = KafkaConsumer) -> None:
         self.role = role
         self.topic = f"{config.lease_topic_prefix}{role}"
         if config.create_topics:
             ensure_topics(config, [self.topic], partitions=1, replication=config.replication_factor)
-        self._consumer = KafkaConsumer(
+        self._consumer = consumer_factory(
             group_id=f"{config.group_id}-{role}-lease",
             client_id=f"{config.client_id}-{role}-lease",
             enable_auto_commit=False,
@@ -73,9 +74,10 @@ class Lease:
             **config.client_options(),
         )
         self._await_partition()
+        self._session_s = config.session_timeout_ms / 1000
         self._membership = Membership()
         self._consumer.subscribe([self.topic], listener=self._membership)
-        self._held: bool | None = None
+        self._state = ""  # the last state logged
 
     def _await_partition(self, timeout_s: float = 30.0) -> None:
         """Wait until the consumer's metadata shows the lease partition (a topic created a moment ago may not).
@@ -100,11 +102,29 @@ class Lease:
         except KafkaError as err:
             log.warning("%s lease: cannot reach the group coordinator (%s); assuming lost", self.role, err)
             held = False
-        if held != self._held:
-            log.info("%s lease %s", self.role, "acquired: this instance is active" if held else
-                     "not held: another instance is active, waiting")
-            self._held = held
+        state = ("acquired: this instance is active" if held else "not held: the group is rebalancing"
+                 if not self._membership.settled else "not held: another instance is active, waiting")
+        if state != self._state:
+            log.info("%s lease %s", self.role, state)
+            self._state = state
         return held
+
+    def keeps(self, timeout_s: float | None = None) -> bool:
+        """Whether this instance still holds the lease once a rebalance in progress has settled.
+
+        A standby joining the group makes the holder rejoin: between its revocation and the new
+        assignment ``held`` is false, although the sticky assignor gives the partition back. An
+        active instance asks ``keeps`` instead of stopping at the first false ``held``: it waits
+        (doing nothing) up to ``timeout_s`` (default: the session timeout, the longest a member can
+        take to rejoin) for the assignment, and gives up only if the partition went elsewhere.
+        """
+        deadline = time.monotonic() + (self._session_s if timeout_s is None else timeout_s)
+        while True:
+            if self.held:
+                return True
+            if self._membership.settled or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
     def wait(self, stop: Callable[[], bool], interval_s: float = 0.5) -> bool:
         """Block until the lease is held (True) or ``stop()`` says to give up (False)."""
