@@ -95,6 +95,11 @@ class OnlineLearner:
                      seeded, serving, len(self.buffer), len(self.buffer.holdout))
         header, window = load_examples(self.state_dir / WINDOW_FILE)
         self._window: OrderedDict[tuple[str, str, str], Example] = OrderedDict((example_key(e), e) for e in window)
+        # The oldest examples of the window the last promotion was decided on (a prefix: the window is in
+        # arrival order): they train, they are no longer gate evidence (incremental.fresh).
+        self._spent = set(list(self._window)[:int(header.get("spent", 0))])
+        self._spent_for: str = header.get("spent_for", "")  # the version they promoted; another serving: fair again
+        self._run_keys: list[tuple[str, str, str]] = []  # the window of the run in flight
         self._new_labels = int(header.get("new_labels", 0))
         self._drift: str | None = header.get("drift")
         self._runs = int(header.get("runs", 0))
@@ -191,8 +196,9 @@ class OnlineLearner:
             self.buffer.save(self.state_dir / BUFFER_FILE)
             # A run in flight counts as not started: after a crash its trigger is still pending.
             drift, labels = self._run_trigger
+            spent = next((i for i, key in enumerate(self._window) if key not in self._spent), len(self._window))
             header = {"kind": "window", "new_labels": self._new_labels + labels, "drift": self._drift or drift,
-                      "runs": self._runs}
+                      "runs": self._runs, "spent": spent, "spent_for": self._spent_for}
             save_examples(self.state_dir / WINDOW_FILE, self._window.values(), header)
             self._dirty = False
         self._maybe_start()
@@ -240,7 +246,7 @@ class OnlineLearner:
         if not in_holdout(example, self.settings.buffer.holdout_fraction):
             self._window[example_key(example)] = example
             while len(self._window) > self.settings.buffer.window_size:
-                self._window.popitem(last=False)
+                self._spent.discard(self._window.popitem(last=False)[0])
             self._new_labels += 1
 
     def _maybe_start(self) -> None:
@@ -250,9 +256,13 @@ class OnlineLearner:
         floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
         running = self.running or self._held is not None
         new = tuple(self._window.values())
+        serving = self.registry.current_version() or self.drift.version
+        if self._spent and serving != self._spent_for:  # a rollback: the labels were not spent on this model
+            self._spent, self._dirty = set(), True
+        spent = frozenset(self._spent)
         answers = None  # counted only when it could matter (hashing the window on every batch is waste)
         if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
-            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction)
+            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction, spent)
         decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
                           last_end=self._last_end, below_floor=floor, gate_answers=answers,
                           min_gate_answers=gs.min_gate_examples)
@@ -260,15 +270,17 @@ class OnlineLearner:
             return
         n_replay = self.settings.train.replay_size(len(new))
         job = RunInput(
-            serving_version=self.registry.current_version() or self.drift.version,
+            serving_version=serving,
             new=new,
             replay=tuple(self.buffer.sample(n_replay, self._rng, exclude=set(self._window))),
             holdout=self.buffer.holdout,
             trigger=decision.reason,
+            spent=spent,
             seed=self.settings.buffer.seed + self._runs,
             version=self._version_name(self._runs + 1) if self._version_name is not None else "",
         )
         self._run_trigger = (self._drift, self._new_labels)
+        self._run_keys = list(self._window)
         self._run_started = self._clock()
         self._drift, self._new_labels, self._runs, self._dirty = None, 0, self._runs + 1, True
         log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s", self._runs,
@@ -325,9 +337,13 @@ class OnlineLearner:
         self._last_started = self._run_started
         self._last_end = self._clock()
         # A promotion does not empty the window: the next run trains on its labels again (from the new
-        # serving model, which learnt them) and its gate set keeps growing: the gate labels were never
-        # trained on by either model, so they stay fair evidence. Labels leave it by age (window_size).
-        if result.outcome != "promoted":  # the drift is not resolved: it stays pending for the next run
+        # serving model, which learnt them), gate share included, since the promoted model was chosen on
+        # that share (incremental.fresh): the next gate judges on the labels that came after. Labels leave
+        # the window by age (window_size). A refusal spends nothing: the serving model was not chosen on them.
+        if result.outcome == "promoted":
+            self._spent = {key for key in self._run_keys if key in self._window}
+            self._spent_for = result.version
+        else:  # the drift is not resolved: it stays pending for the next run
             self._drift = self._drift or self._run_trigger[0]
         self._run_trigger, self._dirty = (None, 0), True
 

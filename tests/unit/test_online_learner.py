@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 
 from monitor.config import ConfigError, load_config
 from monitor.learn import TrainConfig, TrainingDiverged, evaluate, fit
+from monitor.learn.incremental import in_gate
 from monitor.learn.online import OnlineLearner, build_learner
 from monitor.learn.settings import METHODS
 from monitor.metrics import Metrics
@@ -396,9 +397,10 @@ def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(regis
     assert result.numbers["holdout_answers"] == 2 * (len(recent_held) + len(old_held) + len(seed_held))
 
 
-def test_a_promotion_keeps_the_window_so_the_next_gate_set_grows(registry_dir: Path) -> None:
-    """Labels are scarce: after a promotion the next run trains on the window again and is gated on all
-    of its gate labels (never trained on by either model), not only on those that came since."""
+def test_a_promotion_keeps_the_window_and_spends_its_gate_labels(registry_dir: Path) -> None:
+    """Labels are scarce: after a promotion the next run trains on the whole window again, the first run's
+    gate share included (the promoted model was chosen on it), and is gated on the labels that came since;
+    which labels are spent survives a restart, and a rollback makes them fair evidence again."""
     from monitor.learn.trainer import FitResult
 
     def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
@@ -412,15 +414,30 @@ def test_a_promotion_keeps_the_window_so_the_next_gate_set_grows(registry_dir: P
     first = learner.last_result
     assert first is not None and first.outcome == "promoted", first
     assert len(learner.window) >= first.fit["new_train_examples"] + first.fit["gate_examples"] > 20  # still there
+    assert first.fit["spent_examples"] == 0
+    learner.close()  # a restart between the two runs
+    learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
+                           gate_enabled=False, holdout_fraction=0.3)
+    daemon = Daemon(registry_dir, learner)
     daemon.run(stream("B", 80, 22, offset=80))
     daemon.wait()
     second = learner.last_result
     assert second is not None and second.outcome == "promoted" and second.parent == first.version
     sizes = [r.fit["new_train_examples"] + r.fit["gate_examples"] for r in (first, second)]
     assert sizes[1] >= sizes[0] + 40, sizes  # the second run's window holds the first run's labels too
+    assert second.fit["spent_examples"] == sizes[0]  # every label of the first run's window is spent...
+    since = learner.window[sizes[0]:sizes[1]]  # (the window is in arrival order)
+    gate = sum(in_gate(e, 0.2) for e in since)
+    assert 0 < gate == second.fit["gate_examples"]  # ... the gate judges on the labels that came since only...
+    assert second.fit["new_train_examples"] == sizes[1] - gate  # ... and the rest trains, spent gate share included
     # The second run's forgetting is measured against the lineage's first model too.
     assert second.numbers["holdout_answers"] > 0 and second.numbers["origin"] == "v-a", second.numbers
     assert "all vs origin" in second.numbers["forgetting_tested"] and "origin" not in first.numbers
+    ModelRegistry(registry_dir).set_current("v-a", event="rollback", reason="test")  # v-a was chosen on nothing
+    daemon.run(stream("B", 80, 24, offset=160))
+    daemon.wait()
+    third = learner.last_result
+    assert third is not None and third.parent == "v-a" and third.fit["spent_examples"] == 0
     learner.close()
 
 
