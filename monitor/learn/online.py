@@ -256,9 +256,8 @@ class OnlineLearner:
         floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
         running = self.running or self._held is not None
         new = tuple(self._window.values())
-        serving = self.registry.current_version() or self.drift.version
-        if self._spent and serving != self._spent_for:  # a rollback: the labels were not spent on this model
-            self._spent, self._dirty = set(), True
+        if self._spent and (self.registry.current_version() or self.drift.version) != self._spent_for:
+            self._spent, self._dirty = set(), True  # a rollback: the model serving was not chosen on those labels
         spent = frozenset(self._spent)
         answers = None  # counted only when it could matter (hashing the window on every batch is waste)
         if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
@@ -270,7 +269,7 @@ class OnlineLearner:
             return
         n_replay = self.settings.train.replay_size(len(new))
         job = RunInput(
-            serving_version=serving,
+            serving_version=self.registry.current_version() or self.drift.version,
             new=new,
             replay=tuple(self.buffer.sample(n_replay, self._rng, exclude=set(self._window))),
             holdout=self.buffer.holdout,
