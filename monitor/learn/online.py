@@ -258,10 +258,9 @@ class OnlineLearner:
         new = tuple(self._window.values())
         if self._spent and (self.registry.current_version() or self.drift.version) != self._spent_for:
             self._spent, self._dirty = set(), True  # a rollback: the model serving was not chosen on those labels
-        spent = frozenset(self._spent)
         answers = None  # counted only when it could matter (hashing the window on every batch is waste)
         if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
-            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction, spent)
+            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction, frozenset(self._spent))
         decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
                           last_end=self._last_end, below_floor=floor, gate_answers=answers,
                           min_gate_answers=gs.min_gate_examples)
@@ -274,7 +273,7 @@ class OnlineLearner:
             replay=tuple(self.buffer.sample(n_replay, self._rng, exclude=set(self._window))),
             holdout=self.buffer.holdout,
             trigger=decision.reason,
-            spent=spent,
+            spent=frozenset(self._spent),
             seed=self.settings.buffer.seed + self._runs,
             version=self._version_name(self._runs + 1) if self._version_name is not None else "",
         )
