@@ -15,7 +15,9 @@ kafka-python keeps reporting the old assignment until the new one arrives, so wi
 would still say "held" while the group gives the partition to a newcomer. A holder evicted because
 it sent no heartbeat for ``kafka.session_timeout_ms`` (a stalled process) learns it at its next
 heartbeat, at most ``kafka.heartbeat_interval_ms`` later; the lease uses the configured heartbeat
-interval and poll interval, like every other consumer of the daemon.
+interval and poll interval, like every other consumer of the daemon. Each check also finishes a
+rejoin that kafka-python left unfinished (``monitor.stream.group``): without it, the lease's first
+rejoin could leave an instance "rebalancing" for good, its heartbeats off.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kafka.errors import KafkaError
 
 from monitor.config import KafkaConfig
 from monitor.stream.admin import ensure_topics
+from monitor.stream.group import resume_stalled_join
 
 __all__ = ["Lease", "Membership"]
 
@@ -98,6 +101,7 @@ class Lease:
         """Poll the group (heartbeats, rebalances) and say whether this instance holds the lease."""
         try:
             self._consumer.poll(timeout_ms=200)  # lets the join and sync rounds of the group complete
+            resume_stalled_join(self._consumer)  # a rejoin the client left unfinished (monitor.stream.group)
             held = self._membership.settled and bool(self._consumer.assignment())
         except KafkaError as err:
             log.warning("%s lease: cannot reach the group coordinator (%s); assuming lost", self.role, err)

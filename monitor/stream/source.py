@@ -30,6 +30,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from monitor.config import KafkaConfig
+from monitor.stream.group import resume_stalled_join
 
 __all__ = ["KafkaSource", "RawMessage", "SourceError"]
 
@@ -119,6 +120,7 @@ class KafkaSource:
         while len(batch) < max_batch:
             remaining_ms = max(0, int((deadline - self._clock()) * 1000))
             polled = self._consumer.poll(timeout_ms=remaining_ms, max_records=max_batch - len(batch))
+            resume_stalled_join(self._consumer)  # a rejoin the client left unfinished (monitor.stream.group)
             now = self._clock()
             for records in polled.values():
                 for r in records:
