@@ -20,6 +20,10 @@ copy. Steps:
    window's time span: the same stream's share set aside, never trained on either), "not
    forgetting" on the holdout and each of its strata, against the serving model and, after
    promotions, against the model its lineage started from (``ModelRegistry.origin``);
+   With ``gate.cross_fit`` every fresh label is evidence instead: two fold models, each trained
+   from the serving model without one half of the window (``fold_of``), answer for that half (and
+   for that half of the holdout's recent share); the challenger trains on the whole window; a run
+   the fold models show no better is refused before the challenger trains (``cross_fitted``);
 5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
    metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
    ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then
@@ -45,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.learn.buffer import example_key, stratum
-from monitor.learn.gate import Paired, judge, paired
+from monitor.learn.gate import Paired, Verdict, judge, paired
 from monitor.learn.settings import LearnerSettings
 from monitor.learn.trainer import FitResult, TrainConfig, fit
 from monitor.learn.warmstart import write_seed
@@ -56,8 +60,8 @@ from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["RunInput", "RunResult", "fresh", "in_gate", "publish", "recent_answers", "recent_holdout", "retrain",
-           "split"]
+__all__ = ["RunInput", "RunResult", "cross_fitted", "fold_of", "fresh", "in_gate", "publish", "recent_answers",
+           "recent_holdout", "retrain", "split"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,15 @@ def in_gate(e: Example, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
+def fold_of(e: Example) -> int:
+    """Which half (0 or 1) of a window ``e`` falls in for the cross-fitted gate: a stable hash of its text.
+
+    >>> sorted({fold_of(Example(str(i), topic="A")) for i in range(20)})
+    [0, 1]
+    """
+    return hashlib.blake2b(e.text.encode("utf-8"), digest_size=1, person=b"fold").digest()[0] & 1
+
+
 def fresh(new: Sequence[Example], spent: frozenset[tuple[str, str, str]] | set[tuple[str, str, str]]) -> list[Example]:
     """The examples of the window ``new`` that are still fair gate evidence: those not in ``spent``.
 
@@ -155,7 +168,7 @@ def recent_holdout(new: Sequence[Example], holdout: Sequence[Example]) -> list[b
 
 
 def recent_answers(new: Sequence[Example], holdout: Sequence[Example], gate_fraction: float,
-                   spent: frozenset[tuple[str, str, str]] = frozenset()) -> int:
+                   spent: frozenset[tuple[str, str, str]] = frozenset(), cross_fit: bool = False) -> int:
     """The answers the gate of a run on the window ``new`` decides "better" on (one per labelled head).
 
     >>> window = [Example(str(i), sentiment="positive") for i in range(40)]
@@ -163,10 +176,12 @@ def recent_answers(new: Sequence[Example], holdout: Sequence[Example], gate_frac
     True
     >>> recent_answers(window, [], 0.2, spent=frozenset(example_key(e) for e in window))
     0
+    >>> recent_answers(window, [], 0.2, cross_fit=True)  # every fresh label is an answer
+    40
     """
     new = fresh(new, spent)
     held = [e for e, recent in zip(holdout, recent_holdout(new, holdout), strict=True) if recent]
-    recent = [e for e in new if in_gate(e, gate_fraction)] + held
+    recent = [e for e in new if cross_fit or in_gate(e, gate_fraction)] + held
     return sum((e.topic is not None) + (e.sentiment is not None) for e in recent)
 
 
@@ -183,6 +198,20 @@ def _predicted(model: MultiTaskClassifier, tokenizer: Any, examples: Sequence[Ex
     device = next(model.parameters()).device
     predictor = Predictor(model, tokenizer, "gate", device=device, max_length=max_length, batch_size=64)
     return [(s.topic, s.sentiment) for s in predictor.predict([e.text for e in examples])]
+
+
+def cross_fitted(evidence: Sequence[Example], models: dict[str, MultiTaskClassifier], tokenizer: Any,
+                 max_length: int) -> Paired:
+    """The paired answers of the serving model and, for each example, the fold model that did not train on it.
+
+    ``models``: ``serving``, ``fold 0`` (trained without the examples of fold 0), ``fold 1``.
+    """
+    total = Paired()
+    for k in (0, 1):
+        half = [e for e in evidence if fold_of(e) == k]
+        total = total + paired(half, _predicted(models["serving"], tokenizer, half, max_length),
+                               _predicted(models[f"fold {k}"], tokenizer, half, max_length))
+    return total
 
 
 def retrain(
@@ -205,8 +234,8 @@ def retrain(
     parent = job.serving_version
     ts, gs = settings.train, settings.gate
 
-    def result(outcome: str, reason: str, **extra: Any) -> RunResult:
-        seconds = time.perf_counter() - started
+    def result(outcome: str, reason: str, until: float | None = None, **extra: Any) -> RunResult:
+        seconds = (until or time.perf_counter()) - started  # until: when the decision was taken (keep_rejected)
         details = {"parent": parent, "trigger": job.trigger, "method": ts.method, "seconds": round(seconds, 3)}
         if outcome != "promoted":
             registry.record(outcome, version, reason=reason, **details, gate=extra.get("numbers"))
@@ -219,11 +248,15 @@ def retrain(
         serving = copy.deepcopy(model)
         rng = random.Random(job.seed)
         evidence = fresh(job.new, job.spent)
-        gate_set = [e for e in evidence if in_gate(e, gs.gate_fraction)]
-        gated = {id(e) for e in gate_set}
-        new_train = [e for e in job.new if id(e) not in gated]
-        train = new_train + (list(job.replay) if ts.method in ("replay", "replay_distill") else [])
-        train, val = split(train, ts.val_fraction, rng)
+        replay = list(job.replay) if ts.method in ("replay", "replay_distill") else []
+        if gs.cross_fit:  # every fresh label is gate evidence, answered by a model that did not train on it
+            gate_set = evidence
+            new_train = list(job.new)
+        else:
+            gate_set = [e for e in evidence if in_gate(e, gs.gate_fraction)]
+            gated = {id(e) for e in gate_set}
+            new_train = [e for e in job.new if id(e) not in gated]
+        train, val = split(new_train + replay, ts.val_fraction, rng)
         if not train:
             return result("failed", f"no training examples ({len(job.new)} new, {len(job.replay)} replay)")
         cfg = TrainConfig(
@@ -234,19 +267,52 @@ def retrain(
             max_seconds=settings.policy.max_training_s,
         )
         teacher = serving if ts.method == "replay_distill" else None
-        fitted = fit_fn(model, tokenizer, train, val, cfg, teacher=teacher,
-                        distill_rows=ts.distill_rows(train, job.replay), progress=False, should_stop=should_stop)
+
+        def train_on(m: MultiTaskClassifier, train: list[Example], val: list[Example]) -> FitResult:
+            return fit_fn(m, tokenizer, train, val, cfg, teacher=teacher, distill_rows=ts.distill_rows(train, replay),
+                          progress=False, should_stop=should_stop)
+
+        def stopped(fitted: FitResult) -> bool:
+            return fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop())
+
+        is_recent = recent_holdout(evidence, job.holdout)
+        crossed: Paired | None = None  # the cross-fitted "better" evidence (gate.cross_fit)
+        refused: tuple[Verdict, float] | None = None  # refused on it, decided at (perf_counter)
+        fold_fits: list[dict[str, Any]] = []
+        if gs.cross_fit:
+            recent_held = [e for e, r in zip(job.holdout, is_recent, strict=True) if r]
+            models = {"serving": serving}
+            for k in (0, 1):
+                half = {id(e) for e in gate_set + recent_held if fold_of(e) == k}
+                fold_new = [e for e in new_train if id(e) not in half]
+                fold_train, fold_val = split(fold_new + replay[:ts.replay_size(len(fold_new))], ts.val_fraction, rng)
+                models[f"fold {k}"] = copy.deepcopy(serving)
+                fold_fit = train_on(models[f"fold {k}"], fold_train, fold_val)
+                fold_fits.append({"held_out": sum(fold_of(e) == k for e in gate_set), "train_examples": len(fold_train),
+                                  "epochs": fold_fit.epochs_run, "seconds": round(fold_fit.seconds, 3)})
+                if stopped(fold_fit):
+                    return result("cancelled", "stopped at shutdown", fit={"folds": fold_fits})
+            crossed = cross_fitted(gate_set + recent_held, models, tokenizer, max_length)
+            del models
+            early = judge(gs, recent=crossed, holdout={})
+            if not early.promote:  # not better: the whole-window model need not train
+                if not gs.keep_rejected:
+                    return result("rejected", early.reason, numbers=early.numbers, fit={"folds": fold_fits})
+                refused = (early, time.perf_counter())  # trained only to be kept; its time is not the run's
+        fitted = train_on(model, train, val)
         fit_numbers = {"epochs": fitted.epochs_run, "best_score": fitted.best_score, "stop": fitted.stop_reason,
                        "train_examples": len(train), "new_train_examples": len(new_train),
                        "val_examples": len(val), "gate_examples": len(gate_set), "spent_examples": len(job.spent),
                        "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3)}
-        if fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop()):
+        if fold_fits:
+            fit_numbers["folds"] = fold_fits
+        if stopped(fitted):
             return result("cancelled", "stopped at shutdown", fit=fit_numbers)
 
         serving.to(next(model.parameters()).device)
         scored = {}
         for name, m in (("serving", serving), ("challenger", model)):
-            scored[name] = (_predicted(m, tokenizer, gate_set, max_length),
+            scored[name] = (_predicted(m, tokenizer, [] if crossed else gate_set, max_length),
                             _predicted(m, tokenizer, job.holdout, max_length))
         origin_version = registry.origin(parent)
         by_origin = None
@@ -254,11 +320,10 @@ def retrain(
             first = load_checkpoint(registry.path(origin_version)).model.to(next(model.parameters()).device)
             by_origin = _predicted(first, loaded.tokenizer, job.holdout, max_length)
             del first
-        recent = paired(gate_set, scored["serving"][0], scored["challenger"][0])
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
-        # of a few points from noise.
-        is_recent = recent_holdout(evidence, job.holdout)
+        # of a few points from noise. Cross-fitted, the fold models answered all of it.
+        recent = crossed or paired(gate_set, scored["serving"][0], scored["challenger"][0])
         strata: dict[str, Paired] = {}
         origin: dict[str, Paired] = {}
         for i, (e, s, c) in enumerate(zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True)):
@@ -267,9 +332,9 @@ def retrain(
             strata[name] = strata.get(name, Paired()) + answers
             if by_origin is not None:
                 origin[name] = origin.get(name, Paired()) + paired([e], [by_origin[i]], [c])
-            if is_recent[i]:
+            if is_recent[i] and crossed is None:
                 recent = recent + answers
-        verdict = judge(gs, recent=recent, holdout=strata, origin=origin or None)
+        verdict = refused[0] if refused else judge(gs, recent=recent, holdout=strata, origin=origin or None)
         if by_origin is not None:
             verdict.numbers["origin"] = origin_version
         meta = CheckpointMeta(
@@ -281,7 +346,8 @@ def retrain(
         if not verdict.promote:
             if gs.keep_rejected:
                 save_checkpoint(model, tokenizer, meta, registry.rejected_path(version))
-            return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
+            return result("rejected", verdict.reason, refused[1] if refused else None, numbers=verdict.numbers,
+                          fit=fit_numbers)
         save_checkpoint(model, tokenizer, meta, registry.path(version))
         ensure_export(registry.path(version), model, tokenizer, max_length)  # never raises; torch serves if refused
         write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}",

@@ -260,7 +260,8 @@ class OnlineLearner:
             self._spent, self._dirty = set(), True  # a rollback: the model serving was not chosen on those labels
         answers = None  # counted only when it could matter (hashing the window on every batch is waste)
         if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
-            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction, frozenset(self._spent))
+            answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction, frozenset(self._spent),
+                                     gs.cross_fit)
         decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
                           last_end=self._last_end, below_floor=floor, gate_answers=answers,
                           min_gate_answers=gs.min_gate_examples)

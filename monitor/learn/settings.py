@@ -232,8 +232,11 @@ class TrainSettings(_Group):
 class GateSettings(_Group):
     gate_enabled: bool = True
     """false: every challenger that trains is promoted, its gate numbers still recorded (for benchmarks only)."""
+    cross_fit: bool = False
+    """Judge "better" on every fresh label: two extra models, each trained without one half of the window (a hash of
+    the text), answer for that half; the promoted model trains on the whole window (a run costs about twice)."""
     gate_fraction: float = 0.2
-    """Share of the new labels (chosen by a hash of the text, never trained on) the gate compares the models on."""
+    """Without cross_fit: share of the new labels (a hash of the text, never trained on) the gate compares on."""
     min_gate_examples: int = 50
     """Fewest gate examples the gate decides on (fewer: rejected)."""
     confidence: float = 0.8

@@ -24,7 +24,7 @@ from regimes import START, TOPICS, stream
 from transformers import AutoTokenizer
 
 from monitor.config import ConfigError, load_config
-from monitor.learn import TrainConfig, TrainingDiverged, evaluate, fit
+from monitor.learn import FitResult, TrainConfig, TrainingDiverged, evaluate, fit
 from monitor.learn.incremental import in_gate
 from monitor.learn.online import OnlineLearner, build_learner
 from monitor.learn.settings import METHODS
@@ -395,6 +395,90 @@ def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(regis
     gate_answers = 2 * sum(in_gate(e, settings.gate.gate_fraction) for e in window)  # two heads each
     assert result.numbers["recent_answers"] == gate_answers + 2 * len(recent_held)
     assert result.numbers["holdout_answers"] == 2 * (len(recent_held) + len(old_held) + len(seed_held))
+
+
+def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_on_it(registry_dir: Path) -> None:
+    """gate.cross_fit: two models, each trained without one half of the window, answer for that half (every
+    fresh label is evidence); the challenger trains on the whole window; forgetting is the challenger's own."""
+    from monitor.learn.gate import paired
+    from monitor.learn.incremental import RunInput, fold_of, retrain
+    from monitor.learn.settings import parse_settings
+    from monitor.model.predictor import Predictor
+
+    fits: list[tuple[Any, list[Example]]] = []
+
+    def recording_fit(model: Any, tokenizer: Any, train: Sequence[Example], val: Sequence[Example], cfg: Any,
+                      **kwargs: Any) -> Any:
+        fits.append((model, list(train) + list(val)))
+        return fit(model, tokenizer, train, val, cfg, **kwargs)
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 2, "cross_fit": True, "val_fraction": 0.0, "max_forgetting": 1.0})
+    window = stream("B", 80, 51, offset=10_000)
+    replay = stream("A", 60, 52)
+    held = stream("A", 30, 53)
+    job = RunInput("v-a", tuple(window), tuple(replay), tuple(held), "test", version="v-x")
+    result = retrain(registry, job, settings, device="cpu", fit_fn=recording_fit, publish_now=False)
+    assert result.outcome == "promoted" and len(fits) == 3, result.reason
+    halves = [[e for e in window if fold_of(e) == k] for k in (0, 1)]
+    replayed = {e.id for e in replay}
+    for (_, trained), half, other in zip(fits, halves, halves[::-1], strict=False):
+        ids = {e.id for e in trained}
+        assert not ids & {e.id for e in half} and {e.id for e in other} <= ids  # the other half trains
+        assert len(ids & replayed) == min(len(replay), 2 * len(other))  # replay_ratio 2 of its own new examples
+    final_model, final_train = fits[2]
+    assert {e.id for e in window} | replayed == {e.id for e in final_train}  # the challenger learns every label
+    assert result.fit["gate_examples"] == len(window) and [f["held_out"] for f in result.fit["folds"]] == [
+        len(h) for h in halves]
+    # the "better" numbers are those of the fold models' answers on their held-out halves, nothing else
+    serving = load_checkpoint(registry.path("v-a"))
+    tokenizer = serving.tokenizer
+
+    def answers(model: Any, examples: Sequence[Example]) -> list[tuple[str, str]]:
+        predictor = Predictor(model, tokenizer, "t", device="cpu", max_length=16, batch_size=64)
+        return [(s.topic, s.sentiment) for s in predictor.predict([e.text for e in examples])]
+
+    expected = sum((paired(half, answers(serving.model, half), answers(model, half))
+                    for (model, _), half in zip(fits, halves, strict=False)), start=paired([], [], []))
+    assert result.numbers["recent_answers"] == 2 * len(window) == expected.n
+    assert (result.numbers["serving_only"], result.numbers["challenger_only"]) == (
+        expected.serving_only, expected.challenger_only)
+    own = paired(held, answers(serving.model, held), answers(final_model, held))
+    assert result.numbers["holdout_answers"] == own.n and result.numbers["holdout_challenger"] == round(
+        own.challenger_accuracy, 6)
+
+
+def test_a_cross_fitted_gate_that_finds_nothing_better_does_not_train_the_challenger(registry_dir: Path) -> None:
+    """Fold models no better than serving: refused after the two half-window fits, the whole-window fit skipped."""
+    from dataclasses import replace as copy_with
+
+    from monitor.learn.incremental import RunInput, retrain
+    from monitor.learn.settings import parse_settings
+
+    calls: list[int] = []
+
+    def learns_nothing(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(train))
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "cross_fit": True})
+    job = RunInput("v-a", tuple(stream("B", 80, 61, offset=10_000)), (), (), "test", version="v-n")
+    result = retrain(registry, job, settings, device="cpu", fit_fn=learns_nothing, publish_now=False)
+    assert result.outcome == "rejected" and result.reason.startswith("not better"), result.reason
+    assert len(calls) == 2 and result.numbers["recent_answers"] == 160 and result.numbers["challenger_only"] == 0
+    assert registry.current_version() == "v-a" and registry.history()[-1]["event"] == "rejected"
+    # keep_rejected trains the challenger to keep it; the decision and the run's time (what a backtest waits) do not move
+    slow = [2.0]
+
+    def slowly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(slow[0])
+        return learns_nothing(*args, **kwargs)
+
+    kept = parse_settings({**FAST, "cross_fit": True, "keep_rejected": True})
+    result = retrain(registry, copy_with(job, version="v-k"), kept, device="cpu", fit_fn=slowly, publish_now=False)
+    assert result.outcome == "rejected" and len(calls) == 5 and registry.rejected_path("v-k").is_dir()
+    assert 4.0 <= result.seconds < 5.5  # two fits of 2 s, not the third
 
 
 def test_a_promotion_keeps_the_window_and_spends_its_gate_labels(registry_dir: Path) -> None:
