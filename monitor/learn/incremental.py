@@ -312,7 +312,7 @@ def retrain(
         serving.to(next(model.parameters()).device)
         scored = {}
         for name, m in (("serving", serving), ("challenger", model)):
-            scored[name] = (_predicted(m, tokenizer, [] if crossed else gate_set, max_length),
+            scored[name] = (_predicted(m, tokenizer, gate_set if crossed is None else [], max_length),
                             _predicted(m, tokenizer, job.holdout, max_length))
         origin_version = registry.origin(parent)
         by_origin = None
@@ -323,7 +323,7 @@ def retrain(
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise. Cross-fitted, the fold models answered all of it.
-        recent = crossed or paired(gate_set, scored["serving"][0], scored["challenger"][0])
+        recent = crossed if crossed is not None else paired(gate_set, scored["serving"][0], scored["challenger"][0])
         strata: dict[str, Paired] = {}
         origin: dict[str, Paired] = {}
         for i, (e, s, c) in enumerate(zip(job.holdout, scored["serving"][1], scored["challenger"][1], strict=True)):
