@@ -468,7 +468,7 @@ def test_a_cross_fitted_gate_that_finds_nothing_better_does_not_train_the_challe
     assert result.outcome == "rejected" and result.reason.startswith("not better"), result.reason
     assert len(calls) == 2 and result.numbers["recent_answers"] == 160 and result.numbers["challenger_only"] == 0
     assert registry.current_version() == "v-a" and registry.history()[-1]["event"] == "rejected"
-    # keep_rejected trains the challenger to keep it; the decision and the run's time (what a backtest waits) do not move
+    # keep_rejected trains the challenger to keep it; the decision and the run's time (a backtest's wait) stay
     slow = [2.0]
 
     def slowly(*args: Any, **kwargs: Any) -> Any:
