@@ -283,12 +283,12 @@ def retrain(
             recent_held = [e for e, r in zip(job.holdout, is_recent, strict=True) if r]
             models = {"serving": serving}
             for k in (0, 1):
-                half = {id(e) for e in gate_set + recent_held if fold_of(e) == k}
+                half = {id(e) for e in gate_set if fold_of(e) == k}  # the holdout's share never trains anyway
                 fold_new = [e for e in new_train if id(e) not in half]
                 fold_train, fold_val = split(fold_new + replay[:ts.replay_size(len(fold_new))], ts.val_fraction, rng)
                 models[f"fold {k}"] = copy.deepcopy(serving)
                 fold_fit = train_on(models[f"fold {k}"], fold_train, fold_val)
-                fold_fits.append({"held_out": sum(fold_of(e) == k for e in gate_set), "train_examples": len(fold_train),
+                fold_fits.append({"held_out": len(half), "train_examples": len(fold_train),
                                   "epochs": fold_fit.epochs_run, "seconds": round(fold_fit.seconds, 3)})
                 if stopped(fold_fit):
                     return result("cancelled", "stopped at shutdown", fit={"folds": fold_fits})
