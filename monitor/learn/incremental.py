@@ -20,10 +20,10 @@ copy. Steps:
    window's time span: the same stream's share set aside, never trained on either), "not
    forgetting" on the holdout and each of its strata, against the serving model and, after
    promotions, against the model its lineage started from (``ModelRegistry.origin``);
-   With ``gate.cross_fit`` every fresh label is evidence instead: two fold models, each trained
-   from the serving model without one half of the window (``fold_of``), answer for that half (and
-   for that half of the holdout's recent share); the challenger trains on the whole window; a run
-   the fold models show no better is refused before the challenger trains (``cross_fitted``);
+   With ``gate.cross_fit`` every fresh label is evidence instead: ``cross_fit_folds`` fold models,
+   each trained from the serving model without one fold of the window (``fold_of``), answer for
+   that fold (and for that fold of the holdout's recent share); the challenger trains on the whole window; a run
+   the fold models show no better is refused before the challenger trains;
 5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
    metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
    ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then
@@ -60,7 +60,7 @@ from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["RunInput", "RunResult", "cross_fitted", "fold_of", "fresh", "in_gate", "publish", "recent_answers",
+__all__ = ["RunInput", "RunResult", "fold_of", "fresh", "in_gate", "publish", "recent_answers",
            "recent_holdout", "retrain", "split"]
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,14 @@ def in_gate(e: Example, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
-def fold_of(e: Example) -> int:
-    """Which half (0 or 1) of a window ``e`` falls in for the cross-fitted gate: a stable hash of its text.
+def fold_of(e: Example, folds: int) -> int:
+    """Which of ``folds`` folds of a window ``e`` falls in for the cross-fitted gate: a stable hash of its text.
 
-    >>> sorted({fold_of(Example(str(i), topic="A")) for i in range(20)})
-    [0, 1]
+    >>> sorted({fold_of(Example(str(i), topic="A"), 3) for i in range(20)})
+    [0, 1, 2]
     """
-    return hashlib.blake2b(e.text.encode("utf-8"), digest_size=1, person=b"fold").digest()[0] & 1
+    digest = hashlib.blake2b(e.text.encode("utf-8"), digest_size=8, person=b"fold").digest()
+    return int.from_bytes(digest, "big") % folds
 
 
 def fresh(new: Sequence[Example], spent: frozenset[tuple[str, str, str]] | set[tuple[str, str, str]]) -> list[Example]:
@@ -198,20 +199,6 @@ def _predicted(model: MultiTaskClassifier, tokenizer: Any, examples: Sequence[Ex
     device = next(model.parameters()).device
     predictor = Predictor(model, tokenizer, "gate", device=device, max_length=max_length, batch_size=64)
     return [(s.topic, s.sentiment) for s in predictor.predict([e.text for e in examples])]
-
-
-def cross_fitted(evidence: Sequence[Example], models: dict[str, MultiTaskClassifier], tokenizer: Any,
-                 max_length: int) -> Paired:
-    """The paired answers of the serving model and, for each example, the fold model that did not train on it.
-
-    ``models``: ``serving``, ``fold 0`` (trained without the examples of fold 0), ``fold 1``.
-    """
-    total = Paired()
-    for k in (0, 1):
-        half = [e for e in evidence if fold_of(e) == k]
-        total = total + paired(half, _predicted(models["serving"], tokenizer, half, max_length),
-                               _predicted(models[f"fold {k}"], tokenizer, half, max_length))
-    return total
 
 
 def retrain(
@@ -281,19 +268,22 @@ def retrain(
         fold_fits: list[dict[str, Any]] = []
         if gs.cross_fit:
             recent_held = [e for e, r in zip(job.holdout, is_recent, strict=True) if r]
-            models = {"serving": serving}
-            for k in (0, 1):
-                half = {id(e) for e in gate_set if fold_of(e) == k}  # the holdout's share never trains anyway
-                fold_new = [e for e in new_train if id(e) not in half]
+            crossed, folds = Paired(), gs.cross_fit_folds
+            for k in range(folds):
+                held_out = [e for e in gate_set if fold_of(e, folds) == k]  # the holdout never trains anyway
+                left_out = {id(e) for e in held_out}
+                fold_new = [e for e in new_train if id(e) not in left_out]
                 fold_train, fold_val = split(fold_new + replay[:ts.replay_size(len(fold_new))], ts.val_fraction, rng)
-                models[f"fold {k}"] = copy.deepcopy(serving)
-                fold_fit = train_on(models[f"fold {k}"], fold_train, fold_val)
-                fold_fits.append({"held_out": len(half), "train_examples": len(fold_train),
+                fold_model = copy.deepcopy(serving)
+                fold_fit = train_on(fold_model, fold_train, fold_val)
+                fold_fits.append({"held_out": len(held_out), "train_examples": len(fold_train),
                                   "epochs": fold_fit.epochs_run, "seconds": round(fold_fit.seconds, 3)})
                 if stopped(fold_fit):
                     return result("cancelled", "stopped at shutdown", fit={"folds": fold_fits})
-            crossed = cross_fitted(gate_set + recent_held, models, tokenizer, max_length)
-            del models
+                answered = held_out + [e for e in recent_held if fold_of(e, folds) == k]
+                crossed = crossed + paired(answered, _predicted(serving, tokenizer, answered, max_length),
+                                           _predicted(fold_model, tokenizer, answered, max_length))
+                del fold_model
             early = judge(gs, recent=crossed, holdout={})
             if not early.promote:  # not better: the whole-window model need not train
                 if not gs.keep_rejected:

@@ -233,8 +233,11 @@ class GateSettings(_Group):
     gate_enabled: bool = True
     """false: every challenger that trains is promoted, its gate numbers still recorded (for benchmarks only)."""
     cross_fit: bool = False
-    """Judge "better" on every fresh label: two extra models, each trained without one half of the window (a hash of
-    the text), answer for that half; the promoted model trains on the whole window (a run costs about twice)."""
+    """Judge "better" on every fresh label: cross_fit_folds extra models, each trained without one fold of the window
+    (a hash of the text), answer for that fold; the promoted model trains on the whole window (a run costs about
+    cross_fit_folds times as much)."""
+    cross_fit_folds: int = 3
+    """Folds of the cross-fitted gate: each fold model trains on (folds - 1) / folds of the fresh labels."""
     gate_fraction: float = 0.2
     """Without cross_fit: share of the new labels (a hash of the text, never trained on) the gate compares on."""
     min_gate_examples: int = 50
@@ -255,6 +258,7 @@ class GateSettings(_Group):
     @model_validator(mode="after")
     def _valid(self) -> GateSettings:
         _check(0.0 < self.gate_fraction < 1.0, "gate_fraction", "must be in (0, 1)")
+        _check(2 <= self.cross_fit_folds <= 10, "cross_fit_folds", "must be in [2, 10]")
         _check(self.min_gate_examples >= 1, "min_gate_examples", "must be >= 1")
         _check(0.5 <= self.confidence < 1.0, "confidence", "must be in [0.5, 1)")
         _check(0.5 <= self.forgetting_confidence < 1.0, "forgetting_confidence", "must be in [0.5, 1)")

@@ -398,8 +398,8 @@ def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(regis
 
 
 def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_on_it(registry_dir: Path) -> None:
-    """gate.cross_fit: two models, each trained without one half of the window, answer for that half (every
-    fresh label is evidence); the challenger trains on the whole window; forgetting is the challenger's own."""
+    """gate.cross_fit: k models, each trained without one fold of the window, answer for that fold (every fresh
+    label is evidence); the challenger trains on the whole window; forgetting is the challenger's own."""
     from monitor.learn.gate import paired
     from monitor.learn.incremental import RunInput, fold_of, retrain
     from monitor.learn.settings import parse_settings
@@ -419,18 +419,20 @@ def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_
     held = stream("A", 30, 53)
     job = RunInput("v-a", tuple(window), tuple(replay), tuple(held), "test", version="v-x")
     result = retrain(registry, job, settings, device="cpu", fit_fn=recording_fit, publish_now=False)
-    assert result.outcome == "promoted" and len(fits) == 3, result.reason
-    halves = [[e for e in window if fold_of(e) == k] for k in (0, 1)]
+    k = settings.gate.cross_fit_folds
+    assert result.outcome == "promoted" and len(fits) == k + 1 and k == 3, result.reason
+    folds = [[e for e in window if fold_of(e, k) == j] for j in range(k)]
     replayed = {e.id for e in replay}
-    for (_, trained), half, other in zip(fits, halves, halves[::-1], strict=False):
+    for (_, trained), fold in zip(fits, folds, strict=False):
         ids = {e.id for e in trained}
-        assert not ids & {e.id for e in half} and {e.id for e in other} <= ids  # the other half trains
-        assert len(ids & replayed) == min(len(replay), 2 * len(other))  # replay_ratio 2 of its own new examples
-    final_model, final_train = fits[2]
+        others = {e.id for e in window} - {e.id for e in fold}
+        assert not ids & {e.id for e in fold} and others <= ids  # every other fold trains
+        assert len(ids & replayed) == min(len(replay), 2 * len(others))  # replay_ratio 2 of its own new examples
+    final_model, final_train = fits[k]
     assert {e.id for e in window} | replayed == {e.id for e in final_train}  # the challenger learns every label
     assert result.fit["gate_examples"] == len(window) and [f["held_out"] for f in result.fit["folds"]] == [
-        len(h) for h in halves]
-    # the "better" numbers are those of the fold models' answers on their held-out halves, nothing else
+        len(f) for f in folds]
+    # the "better" numbers are those of the fold models' answers on their held-out folds, nothing else
     serving = load_checkpoint(registry.path("v-a"))
     tokenizer = serving.tokenizer
 
@@ -438,8 +440,8 @@ def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_
         predictor = Predictor(model, tokenizer, "t", device="cpu", max_length=16, batch_size=64)
         return [(s.topic, s.sentiment) for s in predictor.predict([e.text for e in examples])]
 
-    expected = sum((paired(half, answers(serving.model, half), answers(model, half))
-                    for (model, _), half in zip(fits, halves, strict=False)), start=paired([], [], []))
+    expected = sum((paired(fold, answers(serving.model, fold), answers(model, fold))
+                    for (model, _), fold in zip(fits, folds, strict=False)), start=paired([], [], []))
     assert result.numbers["recent_answers"] == 2 * len(window) == expected.n
     assert (result.numbers["serving_only"], result.numbers["challenger_only"]) == (
         expected.serving_only, expected.challenger_only)
@@ -449,7 +451,7 @@ def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_
 
 
 def test_a_cross_fitted_gate_that_finds_nothing_better_does_not_train_the_challenger(registry_dir: Path) -> None:
-    """Fold models no better than serving: refused after the two half-window fits, the whole-window fit skipped."""
+    """Fold models no better than serving: refused after the k fold fits, the whole-window fit skipped."""
     from dataclasses import replace as copy_with
 
     from monitor.learn.incremental import RunInput, retrain
@@ -462,7 +464,7 @@ def test_a_cross_fitted_gate_that_finds_nothing_better_does_not_train_the_challe
         return FitResult(float("nan"), 1, [], 0.0, len(train), False)
 
     registry = ModelRegistry(registry_dir)
-    settings = parse_settings({**FAST, "cross_fit": True})
+    settings = parse_settings({**FAST, "cross_fit": True, "cross_fit_folds": 2})
     job = RunInput("v-a", tuple(stream("B", 80, 61, offset=10_000)), (), (), "test", version="v-n")
     result = retrain(registry, job, settings, device="cpu", fit_fn=learns_nothing, publish_now=False)
     assert result.outcome == "rejected" and result.reason.startswith("not better"), result.reason
@@ -475,7 +477,7 @@ def test_a_cross_fitted_gate_that_finds_nothing_better_does_not_train_the_challe
         time.sleep(slow[0])
         return learns_nothing(*args, **kwargs)
 
-    kept = parse_settings({**FAST, "cross_fit": True, "keep_rejected": True})
+    kept = parse_settings({**FAST, "cross_fit": True, "cross_fit_folds": 2, "keep_rejected": True})
     result = retrain(registry, copy_with(job, version="v-k"), kept, device="cpu", fit_fn=slowly, publish_now=False)
     assert result.outcome == "rejected" and len(calls) == 5 and registry.rejected_path("v-k").is_dir()
     assert 4.0 <= result.seconds < 5.5  # two fits of 2 s, not the third
