@@ -37,7 +37,7 @@ from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
 from monitor.learn.incremental import FitFn, RunInput, RunResult, publish, recent_answers, retrain
 from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
-from monitor.learn.policy import decide
+from monitor.learn.policy import RETRY, decide
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.learn.trainer import fit
 from monitor.learn.warmstart import seed_buffer
@@ -102,6 +102,7 @@ class OnlineLearner:
         self._run_keys: list[tuple[str, str, str]] = []  # the window of the run in flight
         self._new_labels = int(header.get("new_labels", 0))
         self._drift: str | None = header.get("drift")
+        self._retry: str | None = header.get("retry")  # the trigger of a refused run: the next one needs no other
         self._runs = int(header.get("runs", 0))
         self.cache = joins if joins is not None else JoinCache(settings.drift.join_cache_size)
         self._requests: deque[tuple[str, bytes]] = deque(maxlen=max(1, 10 * settings.drift.label_requests))
@@ -119,7 +120,8 @@ class OnlineLearner:
         self._last_result: RunResult | None = None
         self._last_started: float | None = None
         self._last_end: float | None = None
-        self._run_trigger: tuple[str | None, int] = (None, 0)  # drift signal and new labels of the run in flight
+        # drift signal, new labels and retry (the refused trigger it answers) of the run in flight
+        self._run_trigger: tuple[str | None, int, str | None] = (None, 0, None)
         self._dirty = bool(seeded)
         # Export zero series (Metrics does so for its own label sets), so increase() sees the first event.
         metrics.labels_joined.labels(outcome="invalid")
@@ -195,9 +197,10 @@ class OnlineLearner:
         if self._dirty and self._save_state:
             self.buffer.save(self.state_dir / BUFFER_FILE)
             # A run in flight counts as not started: after a crash its trigger is still pending.
-            drift, labels = self._run_trigger
+            drift, labels, retry = self._run_trigger
             spent = next((i for i, key in enumerate(self._window) if key not in self._spent), len(self._window))
             header = {"kind": "window", "new_labels": self._new_labels + labels, "drift": self._drift or drift,
+                      "retry": self._retry or retry,
                       "runs": self._runs, "spent": spent, "spent_for": self._spent_for}
             save_examples(self.state_dir / WINDOW_FILE, self._window.values(), header)
             self._dirty = False
@@ -264,7 +267,7 @@ class OnlineLearner:
                                      gs.cross_fit)
         decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
                           last_end=self._last_end, below_floor=floor, gate_answers=answers,
-                          min_gate_answers=gs.min_gate_examples)
+                          min_gate_answers=gs.min_gate_examples, retry=self._retry)
         if not decision.start:
             return
         n_replay = self.settings.train.replay_size(len(new))
@@ -278,10 +281,10 @@ class OnlineLearner:
             seed=self.settings.buffer.seed + self._runs,
             version=self._version_name(self._runs + 1) if self._version_name is not None else "",
         )
-        self._run_trigger = (self._drift, self._new_labels)
+        self._run_trigger = (self._drift, self._new_labels, self._retry)
         self._run_keys = list(self._window)
         self._run_started = self._clock()
-        self._drift, self._new_labels, self._runs, self._dirty = None, 0, self._runs + 1, True
+        self._drift, self._retry, self._new_labels, self._runs, self._dirty = None, None, 0, self._runs + 1, True
         log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s", self._runs,
                  decision.reason, len(job.new), len(job.replay), len(job.holdout), self.settings.train.method)
         self.metrics.training_active.set(1)
@@ -342,9 +345,11 @@ class OnlineLearner:
         if result.outcome == "promoted":
             self._spent = {key for key in self._run_keys if key in self._window}
             self._spent_for = result.version
-        else:  # the drift is not resolved: it stays pending for the next run
+        else:  # what started it is not resolved: a drift stays pending, any other trigger is retried
             self._drift = self._drift or self._run_trigger[0]
-        self._run_trigger, self._dirty = (None, 0), True
+            if self._run_trigger[0] is None:
+                self._retry = self._retry or str(result.details.get("trigger") or "a failed run").removeprefix(RETRY)
+        self._run_trigger, self._dirty = (None, 0, None), True
 
 
 def build_learner(

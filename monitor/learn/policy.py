@@ -12,8 +12,11 @@ reason reported):
 5. a harmful drift was detected since the last run started; or a head of the serving model is
    below the accuracy floor (``below_floor``: its accuracy over its last ``floor_labels`` labels
    is under ``accuracy_floor``; this catches a model that is wrong from the start, whose error
-   never *changes*, so no drift detector fires); or ``retrain_every_labels`` > 0 and that many
-   new labels arrived (a schedule, whatever the model's accuracy).
+   never *changes*, so no drift detector fires); or the last run was refused (``retry``: what
+   started it was not answered; a refusal for want of evidence says "not yet", and the window
+   has grown by ``min_new_labels`` since, so this is a new run on more labels, never the same
+   window re-split); or ``retrain_every_labels`` > 0 and that many new labels arrived (a
+   schedule, whatever the model's accuracy).
 
     >>> s = PolicySettings(min_new_labels=50, cooldown_s=600)
     >>> decide(s, now=1000.0, drift="sentiment_error", new_labels=80, running=False, last_end=None)
@@ -25,6 +28,8 @@ reason reported):
     >>> decide(s, now=1000.0, drift=None, new_labels=80, running=False, last_end=None,
     ...        below_floor="sentiment accuracy 0.520 < floor 0.800 over 100 labels").reason
     'accuracy floor: sentiment accuracy 0.520 < floor 0.800 over 100 labels'
+    >>> decide(s, now=1000.0, drift=None, new_labels=80, running=False, last_end=None, retry="periodic").reason
+    'retry: periodic'
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from dataclasses import dataclass
 
 from monitor.learn.settings import PolicySettings
 
-__all__ = ["Decision", "decide"]
+__all__ = ["RETRY", "Decision", "decide"]
+
+#: The reason of a run started because the last one was refused: this prefix, then that run's trigger.
+RETRY = "retry: "
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ def decide(
     below_floor: str | None = None,
     gate_answers: int | None = None,
     min_gate_answers: int = 0,
+    retry: str | None = None,
 ) -> Decision:
     """Whether to start a training run now.
 
@@ -61,7 +70,8 @@ def decide(
     ``new_labels``: labelled examples added since then; ``last_end``: clock time the last run
     ended (None if there was none); ``now`` on the same clock; ``below_floor``: why the serving
     model is under the accuracy floor (None if it is not, or the floor is off); ``gate_answers``:
-    the answers the gate would decide on now (None: not checked), at least ``min_gate_answers``.
+    the answers the gate would decide on now (None: not checked), at least ``min_gate_answers``;
+    ``retry``: the trigger of the last run if it was refused (None: it was not, or it was a drift).
     """
     if running:
         return Decision(False, "a run is in progress")
@@ -75,6 +85,8 @@ def decide(
         return Decision(True, f"drift on {drift}")
     if below_floor is not None:
         return Decision(True, f"accuracy floor: {below_floor}")
+    if retry is not None:
+        return Decision(True, f"{RETRY}{retry}")
     if settings.retrain_every_labels and new_labels >= settings.retrain_every_labels:
         return Decision(True, "periodic")
     schedule = f"{new_labels}/{settings.retrain_every_labels}" if settings.retrain_every_labels else "no"
