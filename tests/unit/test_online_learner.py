@@ -483,6 +483,89 @@ def test_a_cross_fitted_gate_that_finds_nothing_better_does_not_train_the_challe
     assert 4.0 <= result.seconds < 5.5  # two fits of 2 s, not the third
 
 
+def test_a_passed_challenger_is_refit_on_the_whole_window_and_that_model_must_not_forget(registry_dir: Path) -> None:
+    """gate.refit: once the judged challenger (trained without the gate share) passes, a second model trains on
+    the whole window, gate share included, and is the one promoted; if it forgets, the judged one is promoted."""
+    from dataclasses import replace as copy_with
+
+    from monitor.learn.incremental import RunInput, retrain
+    from monitor.learn.settings import parse_settings
+
+    fits: list[tuple[Any, list[Example]]] = []
+    spoil = [False]  # the refit model's heads are zeroed: it answers one class, forgetting the old domain
+
+    def recording_fit(model: Any, tokenizer: Any, train: Sequence[Example], val: Sequence[Example], cfg: Any,
+                      **kwargs: Any) -> Any:
+        fits.append((model, list(train) + list(val)))
+        fitted = fit(model, tokenizer, train, val, cfg, **kwargs)
+        if spoil[0] and len(fits) == 2:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+        return fitted
+
+    def weights(path: Path) -> torch.Tensor:
+        return next(load_checkpoint(path).model.parameters()).detach().clone()
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 2, "val_fraction": 0.0, "max_forgetting": 0.2})
+    window = stream("B", 80, 71, offset=10_000)
+    replay, held = stream("A", 60, 72), stream("A", 60, 73)
+    job = RunInput("v-a", tuple(window), tuple(replay), tuple(held), "test", version="v-r")
+    result = retrain(registry, job, settings, device="cpu", fit_fn=recording_fit, publish_now=False)
+    assert result.outcome == "promoted" and len(fits) == 2, result.reason
+    gate = {e.id for e in window if in_gate(e, settings.gate.gate_fraction)}
+    judged, refit = ({e.id for e in trained} for _, trained in fits)
+    assert gate and not judged & gate and gate <= refit and {e.id for e in window} <= refit
+    assert result.fit["refit"]["promoted"] and result.fit["refit"]["train_examples"] == len(fits[1][1])
+    assert result.reason.endswith(f"refit on the whole window ({len(window)} new labels)")
+    assert torch.equal(weights(registry.path("v-r")), next(fits[1][0].parameters()))
+
+    fits.clear()
+    spoil[0] = True
+    result = retrain(registry, copy_with(job, version="v-s"), settings, device="cpu", fit_fn=recording_fit,
+                     publish_now=False)
+    assert result.outcome == "promoted" and len(fits) == 2 and not result.fit["refit"]["promoted"]
+    assert result.fit["refit"]["refused"].startswith("forgetting on ") and "refit" not in result.reason
+    assert torch.equal(weights(registry.path("v-s")), next(fits[0][0].parameters()))  # the judged challenger
+
+    fits.clear()
+    off = parse_settings({**FAST, "epochs": 2, "val_fraction": 0.0, "gate_enabled": False, "refit": False})
+    result = retrain(registry, copy_with(job, version="v-t"), off, device="cpu", fit_fn=recording_fit,
+                     publish_now=False)
+    assert result.outcome == "promoted" and len(fits) == 1 and "refit" not in result.fit
+
+
+def test_a_refused_run_is_retried_on_more_labels_whatever_started_it(registry_dir: Path) -> None:
+    """A run refused as not better is retried once min_new_labels more labels came, even when what started it
+    (here the schedule, every 60 labels) would not fire yet; the pending retry survives a restart."""
+    from monitor.learn.trainer import FitResult
+
+    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)  # the challenger is the serving model
+
+    settings = {"min_new_labels": 20, "retrain_every_labels": 60, "min_gate_examples": 4}
+    learner = make_learner(registry_dir, no_training, **settings)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("B", 80, 81))  # about 72 of them are window labels (the rest: the holdout's share)
+    daemon.wait()
+    first = learner.last_result
+    assert first is not None and first.outcome == "rejected" and first.details["trigger"] == "periodic", first
+    learner.close()  # a restart between the refusal and the retry
+
+    learner = make_learner(registry_dir, no_training, **settings)
+    daemon = Daemon(registry_dir, learner)
+    for chunk in (stream("B", 20, 82 + i, offset=1_000 * (i + 1)) for i in range(3)):
+        daemon.run(chunk)
+        if learner.running or learner.last_result is not None:
+            break
+    daemon.wait()
+    second = learner.last_result
+    assert second is not None and second.details["trigger"] == "retry: periodic", second
+    assert ModelRegistry(registry_dir).history()[-1]["trigger"] == "retry: periodic"
+    learner.close()
+
+
 def test_a_promotion_keeps_the_window_and_spends_its_gate_labels(registry_dir: Path) -> None:
     """Labels are scarce: after a promotion the next run trains on the whole window again, the first run's
     gate share included (the promoted model was chosen on it), and is gated on the labels that came since;
