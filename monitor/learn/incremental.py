@@ -24,9 +24,10 @@ copy. Steps:
    each trained from the serving model without one fold of the window (``fold_of``), answer for
    that fold (and for that fold of the holdout's recent share); the challenger trains on the whole window; a run
    the fold models show no better is refused before the challenger trains;
-   passed (without cross-fitting, ``gate.refit``): the gate share is spent now, so a second model trains
-   from the serving model on the whole window, gate share included; it is promoted if it passes the
-   forgetting test too (the "better" evidence is the judged challenger's), else the judged challenger is;
+   passed (without cross-fitting, with ``gate.refit``, off by default): the gate share is spent now, so a
+   second model trains from the serving model on the whole window, gate share included; it is promoted if
+   it passes the forgetting test too (the "better" evidence is the judged challenger's), else the judged
+   challenger is;
 5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
    metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
    ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then

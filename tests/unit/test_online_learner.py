@@ -508,7 +508,7 @@ def test_a_passed_challenger_is_refit_on_the_whole_window_and_that_model_must_no
         return next(load_checkpoint(path).model.parameters()).detach().clone()
 
     registry = ModelRegistry(registry_dir)
-    settings = parse_settings({**FAST, "epochs": 2, "val_fraction": 0.0, "max_forgetting": 0.2})
+    settings = parse_settings({**FAST, "epochs": 2, "val_fraction": 0.0, "max_forgetting": 0.2, "refit": True})
     window = stream("B", 80, 71, offset=10_000)
     replay, held = stream("A", 60, 72), stream("A", 60, 73)
     job = RunInput("v-a", tuple(window), tuple(replay), tuple(held), "test", version="v-r")
@@ -530,7 +530,7 @@ def test_a_passed_challenger_is_refit_on_the_whole_window_and_that_model_must_no
     assert torch.equal(weights(registry.path("v-s")), next(fits[0][0].parameters()))  # the judged challenger
 
     fits.clear()
-    off = parse_settings({**FAST, "epochs": 2, "val_fraction": 0.0, "gate_enabled": False, "refit": False})
+    off = parse_settings({**FAST, "epochs": 2, "val_fraction": 0.0, "gate_enabled": False})  # the default: off
     result = retrain(registry, copy_with(job, version="v-t"), off, device="cpu", fit_fn=recording_fit,
                      publish_now=False)
     assert result.outcome == "promoted" and len(fits) == 1 and "refit" not in result.fit
