@@ -241,7 +241,7 @@ class GateSettings(_Group):
     refit: bool = False
     """Without cross_fit: once the gate passes, train the promoted model again on the whole window (the gate share,
     now spent, too); it serves if it passes the forgetting test as well, else the judged challenger does (measured:
-    more of the gap, more forgetting; off)."""
+    no clear gain for a second fit per promotion; off)."""
     gate_fraction: float = 0.2
     """Without cross_fit: share of the new labels (a hash of the text, never trained on) the gate compares on."""
     min_gate_examples: int = 50
