@@ -209,30 +209,28 @@ def _predicted(model: MultiTaskClassifier, tokenizer: Any, examples: Sequence[Ex
 class _Held:
     """The paired answers of the serving model and one challenger on the holdout."""
 
-    answers: tuple[Paired, ...]
-    """One per holdout example, in its order."""
     strata: dict[str, Paired]
     origin: dict[str, Paired] | None
     """The same against the lineage's first model (None: the serving model is that model)."""
-
-    def recent(self, is_recent: Sequence[bool]) -> Paired:
-        """The answers of the holdout examples that are recent evidence (``recent_holdout``)."""
-        return sum((a for a, r in zip(self.answers, is_recent, strict=True) if r), Paired())
+    recent: Paired
+    """Those of the holdout examples that are recent evidence (``recent_holdout``)."""
 
 
 def _holdout_answers(holdout: Sequence[Example], serving: Sequence[tuple[str, str]],
                      challenger: Sequence[tuple[str, str]], by_origin: Sequence[tuple[str, str]] | None,
-                     period_s: float) -> _Held:
-    answers: list[Paired] = []
+                     is_recent: Sequence[bool], period_s: float) -> _Held:
     strata: dict[str, Paired] = {}
     origin: dict[str, Paired] = {}
+    recent = Paired()
     for i, (e, s, c) in enumerate(zip(holdout, serving, challenger, strict=True)):
-        answers.append(paired([e], [s], [c]))
+        answers = paired([e], [s], [c])
         name = stratum(e, period_s)
-        strata[name] = strata.get(name, Paired()) + answers[-1]
+        strata[name] = strata.get(name, Paired()) + answers
         if by_origin is not None:
             origin[name] = origin.get(name, Paired()) + paired([e], [by_origin[i]], [c])
-    return _Held(tuple(answers), strata, origin or None)
+        if is_recent[i]:
+            recent = recent + answers
+    return _Held(strata, origin or None, recent)
 
 
 def retrain(
@@ -348,10 +346,10 @@ def retrain(
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise. Cross-fitted, the fold models answered all of it.
         recent = crossed if crossed is not None else paired(gate_set, scored["serving"][0], scored["challenger"][0])
-        held = _holdout_answers(job.holdout, scored["serving"][1], scored["challenger"][1], by_origin,
+        held = _holdout_answers(job.holdout, scored["serving"][1], scored["challenger"][1], by_origin, is_recent,
                                 settings.buffer.period_s)
         if crossed is None:
-            recent = recent + held.recent(is_recent)
+            recent = recent + held.recent
         verdict = refused[0] if refused else judge(gs, recent=recent, holdout=held.strata, origin=held.origin)
         if verdict.promote and gs.refit and crossed is None and gate_set:
             # The gate share was evidence and is now spent (``fresh``): a model trained on the whole window,
@@ -363,10 +361,10 @@ def retrain(
                 return result("cancelled", "stopped at shutdown", fit=fit_numbers)
             again = _holdout_answers(job.holdout, scored["serving"][1],
                                      _predicted(refit_model, tokenizer, job.holdout, max_length), by_origin,
-                                     settings.buffer.period_s)
+                                     is_recent, settings.buffer.period_s)
             second = judge(gs, recent=recent, holdout=again.strata, origin=again.origin)
             refit: dict[str, Any] = {"train_examples": len(refit_train), "epochs": refitted.epochs_run,
-                     "seconds": round(refitted.seconds, 3), "promoted": second.promote}
+                                     "seconds": round(refitted.seconds, 3), "promoted": second.promote}
             if second.promote:
                 model, train = refit_model, refit_train
                 verdict = Verdict(True, f"{second.reason}; refit on the whole window ({len(job.new)} new labels)",
