@@ -286,10 +286,15 @@ def retrain(
             max_seconds=settings.policy.max_training_s,
         )
         teacher = serving if ts.method == "replay_distill" else None
+        origin_version = registry.origin(parent)
+        first = None  # the lineage's first model, when the serving model descends from it
+        if origin_version != parent and (job.holdout or (teacher is not None and ts.distill_anchor)):
+            first = load_checkpoint(registry.path(origin_version)).model
+        anchor = first if teacher is not None and ts.distill_anchor else None
 
         def train_on(m: MultiTaskClassifier, train: list[Example], val: list[Example]) -> FitResult:
             return fit_fn(m, tokenizer, train, val, cfg, teacher=teacher, distill_rows=ts.distill_rows(train, replay),
-                          progress=False, should_stop=should_stop)
+                          progress=False, should_stop=should_stop, **({"anchor": anchor} if anchor is not None else {}))
 
         def stopped(fitted: FitResult) -> bool:
             return fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop())
@@ -336,12 +341,10 @@ def retrain(
         for name, m in (("serving", serving), ("challenger", model)):
             scored[name] = (_predicted(m, tokenizer, gate_set if crossed is None else [], max_length),
                             _predicted(m, tokenizer, job.holdout, max_length))
-        origin_version = registry.origin(parent)
         by_origin = None
-        if origin_version != parent and job.holdout:  # forgetting is also measured against the lineage's start
-            first = load_checkpoint(registry.path(origin_version)).model.to(next(model.parameters()).device)
-            by_origin = _predicted(first, loaded.tokenizer, job.holdout, max_length)
-            del first
+        if first is not None and job.holdout:  # forgetting is also measured against the lineage's start
+            by_origin = _predicted(first.to(next(model.parameters()).device), loaded.tokenizer, job.holdout,
+                                   max_length)
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise. Cross-fitted, the fold models answered all of it.

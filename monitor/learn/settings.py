@@ -173,6 +173,8 @@ class TrainSettings(_Group):
     """Weight of the distillation term (with distill_on all, high values resist learning a changed rule)."""
     distill_on: str = "replay"
     """Examples the distillation covers: replay (only the replayed old ones) or all (LwF: the new ones too)."""
+    distill_anchor: bool = False
+    """Distil each example from the serving or the lineage's first model, whichever gives its label more probability."""
     freeze_embeddings: bool = True
     """Freeze the token embeddings while retraining."""
     freeze_layers: int = 4

@@ -29,7 +29,7 @@ from monitor.model.network import MultiTaskClassifier, freeze
 from monitor.model.predictor import resolve_device
 from monitor.records import Example
 
-__all__ = ["EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "fit", "label_indices"]
+__all__ = ["EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "anchored_targets", "fit", "label_indices"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -135,6 +135,7 @@ def fit(
     *,
     teacher: MultiTaskClassifier | None = None,
     distill_rows: Sequence[bool] | None = None,
+    anchor: MultiTaskClassifier | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
@@ -142,13 +143,18 @@ def fit(
 
     ``teacher``: distil from it (its logits are computed once, before the first epoch: it is
     frozen and in eval mode, so every epoch would compute the same ones); ``distill_rows``: which
-    training examples the distillation term covers (default: all), e.g. only the replayed ones.
+    training examples the distillation term covers (default: all), e.g. only the replayed ones;
+    ``anchor``: a second teacher (the lineage's first model): each distilled example takes the targets
+    of whichever of the two gives its label(s) the higher probability (:func:`anchored_targets`).
     """
     started = time.perf_counter()
     if not train:
         raise ValueError("fit needs at least one training example")
-    if teacher is not None and (teacher.topics, teacher.sentiments) != (model.topics, model.sentiments):
-        raise ValueError("the teacher's label sets differ from the student's; distillation needs the same heads")
+    for other in (teacher, anchor):
+        if other is not None and (other.topics, other.sentiments) != (model.topics, model.sentiments):
+            raise ValueError("the teacher's label sets differ from the student's; distillation needs the same heads")
+    if anchor is not None and teacher is None:
+        raise ValueError("an anchor is a second teacher: fit needs a teacher with it")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # dropout masks
     order_rng = random.Random(cfg.seed)  # batch order
@@ -162,6 +168,9 @@ def fit(
     sentiment_y = label_indices([e.sentiment for e in train], model.sentiments, "sentiment")
     pad_id = tokenizer.pad_token_id or 0
     targets = _teacher_logits(teacher, ids, pad_id, device, cfg.eval_batch_size) if teacher is not None else None
+    if targets is not None and anchor is not None:
+        targets = anchored_targets(targets, _teacher_logits(anchor, ids, pad_id, device, cfg.eval_batch_size),
+                                   (topic_y, sentiment_y))
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
     if len(distilled) != len(train):
         raise ValueError(f"distill_rows has {len(distilled)} entries for {len(train)} training examples")
@@ -260,6 +269,33 @@ def fit(
 
 
 @torch.no_grad()
+def anchored_targets(teacher: tuple[Tensor, Tensor], anchor: tuple[Tensor, Tensor],
+                     labels: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Per example, both heads' logits of whichever teacher gives its labels the higher log-probability.
+
+    The serving model has already moved once or more from the lineage's first model (the anchor): where it
+    drifted on an old example and the anchor still knows it, the anchor's answers are distilled, so
+    forgetting does not pile up over promotions; where the serving model learned something the anchor
+    never knew (a new class), its own answers are. Ties and unlabelled rows keep the serving model's.
+
+    >>> teacher = (torch.tensor([[0.0, 2.0], [2.0, 0.0]]), torch.zeros(2, 2))
+    >>> anchor = (torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.ones(2, 2))
+    >>> topic, sentiment = anchored_targets(teacher, anchor, (torch.tensor([0, 0]), torch.tensor([IGNORE_INDEX] * 2)))
+    >>> topic.tolist(), sentiment.tolist()  # row 0: the anchor knows label 0 better; row 1: the teacher does
+    ([[2.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]])
+    """
+    def support(logits: tuple[Tensor, Tensor]) -> Tensor:
+        total = torch.zeros(len(labels[0]))
+        for head, y in zip(logits, labels, strict=True):
+            known = y != IGNORE_INDEX
+            log_p = torch.log_softmax(head.float(), dim=-1)
+            total[known] += log_p[known, y[known]]
+        return total
+
+    use_anchor = support(anchor) > support(teacher)
+    return tuple(torch.where(use_anchor[:, None], a, t) for t, a in zip(teacher, anchor, strict=True))  # type: ignore[return-value]
+
+
 def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int,
                     device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
     """The teacher's (topic, sentiment) logits of every training example, on the CPU, in ``ids`` order."""

@@ -536,6 +536,40 @@ def test_a_passed_challenger_is_refit_on_the_whole_window_and_that_model_must_no
     assert result.outcome == "promoted" and len(fits) == 1 and "refit" not in result.fit
 
 
+def test_after_a_promotion_distillation_is_anchored_to_the_lineages_first_model(registry_dir: Path) -> None:
+    """distill_anchor: a run whose serving model descends from another distils from both (each replayed
+    example from whichever knows its label better); the lineage's first model is the anchor, never
+    before a promotion, and not at all with the setting off."""
+    from dataclasses import replace as copy_with
+
+    from monitor.learn.incremental import RunInput, retrain
+    from monitor.learn.settings import parse_settings
+
+    anchors: list[Any] = []
+
+    def recording_fit(model: Any, tokenizer: Any, train: Sequence[Example], val: Sequence[Example], cfg: Any,
+                      **kwargs: Any) -> Any:
+        anchors.append(kwargs.get("anchor"))
+        return fit(model, tokenizer, train, val, cfg, **kwargs)
+
+    registry = ModelRegistry(registry_dir)
+    first = load_checkpoint(registry.path("v-a")).model.sentiment_head.weight.detach().clone()
+    settings = parse_settings({**FAST, "epochs": 1, "val_fraction": 0.0, "gate_enabled": False, "distill_anchor": True})
+    job = RunInput("v-a", tuple(stream("B", 60, 81, offset=20_000)), tuple(stream("A", 60, 82)),
+                   tuple(stream("A", 40, 83)), "test", version="v-b")
+    assert retrain(registry, job, settings, device="cpu", fit_fn=recording_fit).outcome == "promoted"
+    assert anchors == [None]  # v-a is the lineage's first model: nothing to anchor to
+    child = copy_with(job, serving_version="v-b", version="v-c")
+    second = retrain(registry, child, settings, device="cpu", fit_fn=recording_fit, publish_now=False)
+    assert second.outcome == "promoted", second.reason
+    anchor = anchors[-1]
+    assert anchor is not None and torch.equal(anchor.sentiment_head.weight.detach().cpu(), first)
+    assert not torch.equal(first, load_checkpoint(registry.path("v-b")).model.sentiment_head.weight.detach())
+    off = parse_settings({**FAST, "epochs": 1, "val_fraction": 0.0, "gate_enabled": False})
+    retrain(registry, copy_with(child, version="v-d"), off, device="cpu", fit_fn=recording_fit, publish_now=False)
+    assert anchors[-1] is None
+
+
 def test_a_refused_run_is_retried_on_more_labels_whatever_started_it(registry_dir: Path) -> None:
     """A run refused as not better is retried once min_new_labels more labels came, even when what started it
     (here the schedule, every 60 labels) would not fire yet; the pending retry survives a restart."""
