@@ -37,6 +37,7 @@ from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
 from monitor.learn.incremental import FitFn, RunInput, RunResult, publish, recent_answers, retrain
 from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
+from monitor.learn.memory import release_freed_memory
 from monitor.learn.policy import RETRY, decide
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.learn.trainer import fit
@@ -303,6 +304,7 @@ class OnlineLearner:
             if not self._event_time:
                 self._report(result)
         finally:
+            release_freed_memory()  # the run's tensors are free now; without this the process grows each run
             with self._lock:
                 self._finished = result
             self.metrics.training_active.set(0)
