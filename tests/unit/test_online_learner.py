@@ -191,6 +191,29 @@ def test_a_failing_run_leaves_the_old_model_serving(registry_dir: Path) -> None:
     learner.close()
 
 
+def test_every_run_hands_the_memory_it_freed_back(registry_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run frees a few hundred MB of tensors; the worker trims the allocator after each run, whatever its
+    outcome, so a daemon that retrains does not grow with every run (bench/learn_memory.py measures it)."""
+    import monitor.learn.memory
+    import monitor.learn.online
+
+    assert monitor.learn.memory.release_freed_memory() is (monitor.learn.memory._TRIM is not None)
+    trims: list[bool] = []  # the worker is still training while this is empty
+    monkeypatch.setattr(monitor.learn.online, "release_freed_memory", lambda: trims.append(True) or True)
+
+    def diverging(*args: Any, **kwargs: Any) -> Any:
+        assert not trims
+        raise TrainingDiverged("loss is nan")
+
+    learner = make_learner(registry_dir, diverging, min_new_labels=40, retrain_every_labels=40)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("A", 60, 8))
+    daemon.wait()
+    assert learner.last_result is not None and learner.last_result.outcome == "failed"
+    assert trims == [True]
+    learner.close()
+
+
 def test_inference_goes_on_while_training(registry_dir: Path) -> None:
     started, release = threading.Event(), threading.Event()
 

@@ -1,0 +1,120 @@
+"""Resident memory of the learning loop: does a daemon that retrains grow with every run?
+
+A learning replay (``monitor replay --learn``) of ``--labels`` PhraseBank stream sentences through the
+served Twitter model (``var/bench/twitter_base``, bench/README.md), with a policy that starts a run
+every ``--every`` labels (1 epoch each), run in alternation as shipped and with the allocator trim
+after each run switched off (the baseline: ``monitor.learn.memory`` before the fix). The process's
+resident memory is sampled every second; printed per variant: before the first run, the lowest
+between the last two runs (what the process keeps), the peak, and the growth each keeps. Needs
+``../shared/data`` (``$MONITOR_SHARED_DATA``) and the served model; exits 0 with a message when
+either is missing.
+
+    MONITOR_SHARED_DATA=/work/shared/data .venv/bin/python bench/learn_memory.py   # about 8 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from adapt_replay import feed
+from continual_adapt import BASE
+from continual_domain_data import data_dir
+
+from monitor.learn.warmstart import SEED_FILE
+
+#: ``monitor replay`` in a fresh interpreter, optionally with the trim after each run switched off.
+LAUNCH = ("import sys; import monitor.learn.memory as m\n"
+          "if sys.argv.pop(1) == 'off': m._TRIM = None\n"
+          "from monitor.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def replay(work: Path, trim: bool, args: argparse.Namespace) -> dict[str, float]:
+    """One learning replay; resident memory (MB) before the first run, kept after the runs, and at peak."""
+    tag = "trim" if trim else "baseline"
+    registry, out, config = work / f"registry-{tag}", work / f"out-{tag}", work / f"config-{tag}.yaml"
+    monitor = str(Path(sys.executable).with_name("monitor"))
+    subprocess.run([monitor, "model", "--registry", str(registry), "add", str(BASE), "--promote"], check=True,
+                   capture_output=True)
+    settings = {"min_new_labels": args.every, "retrain_every_labels": args.every, "min_gate_examples": 5,
+                "floor_labels": 20, "epochs": 1, "cooldown_s": 0}
+    config.write_text(f"model:\n  path: {registry}\nlearning:\n  enabled: true\n  settings:\n"
+                      + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in settings.items()), encoding="utf-8")
+    feed_path = work / "feed.jsonl"
+    feed(feed_path, args.labels, 0, 120.0, 600.0)
+    log_path = work / f"{tag}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "on" if trim else "off", "replay", str(feed_path),
+                                 "--config", str(config), "--out", str(out), "--learn", "--no-progress",
+                                 "--format", "csv"], stdout=log, stderr=subprocess.STDOUT)
+    samples: list[tuple[int, int]] = []  # (runs started so far, resident kB)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            kb = rss_kb(proc.pid)
+            started = log_path.read_text(errors="replace").count(" starts (")  # "training run N starts (...)"
+            if kb:
+                samples.append((started, kb))
+            time.sleep(1.0)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    proc.wait()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{tag} replay failed (exit {proc.returncode}); see {log_path}")
+    runs = max((r for r, _ in samples), default=0)
+    before = min((kb for r, kb in samples if r == 0), default=0)
+    late = [kb for r, kb in samples if r >= max(runs - 1, 1)]
+    return {"runs": runs, "before_mb": before / 1024, "kept_mb": min(late, default=0) / 1024,
+            "peak_mb": max(kb for _, kb in samples) / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", type=int, default=300, help="labelled sentences replayed (default 300)")
+    parser.add_argument("--every", type=int, default=40, help="a training run every N labels (default 40)")
+    parser.add_argument("--rounds", type=int, default=1, help="baseline/trim pairs, alternating (default 1)")
+    args = parser.parse_args(argv)
+    if not data_dir().is_dir() or not (BASE / SEED_FILE).is_file():
+        print(f"shared data ({data_dir()}) or the served model ({BASE}) missing: skipped")
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="learn-memory-") as tmp:
+        for i in range(args.rounds):
+            for trim in (False, True):
+                work = Path(tmp) / f"{i}-{trim}"
+                work.mkdir()
+                row = {"trim": trim, **replay(work, trim, args)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("| allocator trim after a run | runs | before the first run | kept after the runs | peak |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {'yes (shipped)' if r['trim'] else 'no (baseline)'} | {r['runs']} | {r['before_mb']:.0f} MB | "
+              f"{r['kept_mb']:.0f} MB | {r['peak_mb']:.0f} MB |")
+    base = [r["kept_mb"] - r["before_mb"] for r in rows if not r["trim"]]
+    fixed = [r["kept_mb"] - r["before_mb"] for r in rows if r["trim"]]
+    if base and fixed:
+        print(f"growth kept: baseline {sum(base) / len(base):.0f} MB, trim {sum(fixed) / len(fixed):.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
