@@ -80,9 +80,9 @@ def replay(work: Path, trim: bool, args: argparse.Namespace) -> dict[str, float]
     if proc.returncode != 0:
         raise SystemExit(f"{tag} replay failed (exit {proc.returncode}); see {log_path}")
     runs = max((r for r, _ in samples), default=0)
-    before = min((kb for r, kb in samples if r == 0), default=0)
+    before = [kb for r, kb in samples if r == 0][-1:] or [0]  # the last sample before the first run started
     late = [kb for r, kb in samples if r >= max(runs - 1, 1)]
-    return {"runs": runs, "before_mb": before / 1024, "kept_mb": min(late, default=0) / 1024,
+    return {"runs": runs, "before_mb": before[0] / 1024, "kept_mb": min(late, default=0) / 1024,
             "peak_mb": max(kb for _, kb in samples) / 1024}
 
 
