@@ -287,14 +287,15 @@ def retrain(
         )
         teacher = serving if ts.method == "replay_distill" else None
         origin_version = registry.origin(parent)
+        anchoring = teacher is not None and ts.distill_anchor
         first = None  # the lineage's first model, when the serving model descends from it
-        if origin_version != parent and (job.holdout or (teacher is not None and ts.distill_anchor)):
+        if origin_version != parent and (job.holdout or anchoring):
             first = load_checkpoint(registry.path(origin_version)).model
-        anchor = first if teacher is not None and ts.distill_anchor else None
+        anchor = first if anchoring else None
 
         def train_on(m: MultiTaskClassifier, train: list[Example], val: list[Example]) -> FitResult:
             return fit_fn(m, tokenizer, train, val, cfg, teacher=teacher, distill_rows=ts.distill_rows(train, replay),
-                          progress=False, should_stop=should_stop, **({"anchor": anchor} if anchor is not None else {}))
+                          anchor=anchor, progress=False, should_stop=should_stop)
 
         def stopped(fitted: FitResult) -> bool:
             return fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop())

@@ -14,12 +14,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import logging
 from collections.abc import Callable
 
 __all__ = ["release_freed_memory"]
-
-log = logging.getLogger(__name__)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -36,10 +33,4 @@ _TRIM = _malloc_trim()
 def release_freed_memory() -> bool:
     """Collect cycles, then hand the allocator's free pages back to the system; False where it cannot."""
     gc.collect()
-    if _TRIM is None:
-        return False
-    try:
-        return bool(_TRIM(0))
-    except OSError:  # pragma: no cover - a libc that refuses the call
-        log.debug("malloc_trim failed", exc_info=True)
-        return False
+    return _TRIM is not None and bool(_TRIM(0))
