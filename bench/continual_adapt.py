@@ -54,7 +54,7 @@ CACHE = ROOT / "var" / "bench" / "adapt_cache.json"
 #: The in-domain reference: the classifier benchmark's PhraseBank recipe, from the backbone.
 REFERENCE = TrainConfig(epochs=3, batch_size=16, lr_encoder=1e-4, lr_head=1e-3, freeze_layers=2, patience=2)
 #: Recipe keys that are not learner settings: labels streamed, warm-start examples per class of each head.
-EXTRA_KEYS = ("n_labels", "warm_per_class")
+EXTRA_KEYS = ("n_labels", "warm_per_class", "warm_mix")
 ALSO_FINAL = False
 #: The learner's gate and holdout choices by a hash of the text (when the learner has them).
 try:
@@ -91,14 +91,24 @@ def paired(before: list[int], after: list[int]) -> dict[str, float]:
             "diff": round(mean_d, 4), "se": round(math.sqrt(var / n), 4)}
 
 
-def warm_seed(train: Sequence[Example], per_class: int, seed: int) -> list[Example]:
-    """A class-balanced sample of the served model's training data: ``per_class`` per (head, class)."""
+def warm_seed(train: Sequence[Example], per_class: int, seed: int, mix: str = "balanced") -> list[Example]:
+    """A sample of the served model's training data: ``per_class`` per (head, class).
+
+    ``mix`` "natural": as many examples per head (``per_class`` x its classes), drawn uniformly, so
+    the classes keep the proportions of the training data (neutral tweets are about 65 %).
+    """
     rng = random.Random(seed)
     cells: dict[tuple[str, str], list[Example]] = {}
     for e in train:
         key = ("topic", e.topic) if e.topic is not None else ("sentiment", e.sentiment or "")
         cells.setdefault(key, []).append(e)
     out: list[Example] = []
+    if mix == "natural":
+        for head in sorted({h for h, _ in cells}):
+            members = [e for (h, _), m in sorted(cells.items()) if h == head for e in m]
+            n = per_class * sum(1 for h, _ in cells if h == head)
+            out += rng.sample(members, min(n, len(members)))
+        return out
     for key in sorted(cells):
         members = cells[key]
         out += rng.sample(members, min(per_class, len(members)))
@@ -147,7 +157,8 @@ def reference_scores(split_name: str, max_length: int) -> dict[str, list[int]]:
     return {"new_domain": cached("reference@64", compute)[split_name]}
 
 
-def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
+def run(recipe: dict[str, Any], split_name: str, seed: int,
+        merge_ratios: Sequence[float] = ()) -> list[dict[str, Any]]:
     original = dict(recipe)
     extra = {k: recipe.pop(k) for k in EXTRA_KEYS if k in recipe}
     val_fraction = recipe.pop("val_fraction", None) if recipe.get("val_fraction") == 0 else None  # older learner
@@ -176,7 +187,7 @@ def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
     # The learner's buffer, seeded as `monitor model add` seeds it (its holdout share never replays),
     # and its replay draw (an equal share per head).
     buffer = ReplayBuffer(settings.buffer.buffer_size, settings.buffer.holdout_fraction, seed=seed)
-    for e in warm_seed(load("twitter_train"), per_class, seed):
+    for e in warm_seed(load("twitter_train"), per_class, seed, str(extra.get("warm_mix", "balanced"))):
         buffer.add(e)
     seed_buffer = buffer.examples
     rng = random.Random(seed)
@@ -197,28 +208,63 @@ def run(recipe: dict[str, Any], split_name: str, seed: int) -> dict[str, Any]:
     rows = ts.distill_rows(train, replay) if hasattr(ts, "distill_rows") else None
     fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False,
                  **({"distill_rows": rows} if rows is not None else {}))
-    after = score(model, tokenizer, sets, max_length)
+    sizes = {"labels": len(labelled), "window": len(new), "new_trained": len(new_train), "gate": len(gate_set),
+             "replay": len(replay) if teacher is not None or ts.method == "replay" else 0,
+             "train": len(train), "val": len(val), "warm_seed": len(seed_buffer)}
+    start = {name: p.detach().clone() for name, p in serving.named_parameters()}
+    results = []
+    for ratio in [None, *merge_ratios]:  # None: the recipe as trained
+        merged = model
+        if ratio is not None:  # the same fit, its weights interpolated toward the served model's
+            merged = copy.deepcopy(model)
+            interpolate(merged, start, ratio)
+        after = score(merged, tokenizer, sets, max_length)
+        results.append(figures(original if ratio is None else {**original, "merge_ratio": ratio}, split_name,
+                               seed, ts, gs, max_length, sizes, before, after, reference, fitted,
+                               [str(e.sentiment) for e in sets["tweets_sentiment"][0]]))
+    return results
+
+
+@torch.no_grad()
+def interpolate(model: torch.nn.Module, start: dict[str, torch.Tensor], ratio: float) -> None:
+    """Weight-space interpolation (WiSE-FT, Wortsman et al. 2022): each parameter to start + ratio x (it - start)."""
+    for name, parameter in model.named_parameters():
+        parameter.mul_(ratio).add_(start[name], alpha=1.0 - ratio)
+
+
+def figures(recipe: dict[str, Any], split_name: str, seed: int, ts: Any, gs: Any, max_length: int,
+            sizes: dict[str, int], before: dict[str, list[int]], after: dict[str, list[int]],
+            reference: dict[str, list[int]], fitted: Any, sentiments: Sequence[str]) -> dict[str, Any]:
+    """One result row: the update's scores against the served model's and the reference's."""
 
     new_domain = paired(before["new_domain"], after["new_domain"])
     ref_acc = sum(reference["new_domain"]) / len(reference["new_domain"])
     gap = ref_acc - new_domain["before"]
     result = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "split": split_name, "seed": seed, "recipe": original,
+        "split": split_name, "seed": seed, "recipe": recipe,
         "settings": {"train": ts.model_dump() if hasattr(ts, "model_dump") else asdict(ts),
                      "gate_fraction": gs.gate_fraction, "max_length": max_length},
-        "sizes": {"labels": len(labelled), "window": len(new), "new_trained": len(new_train), "gate": len(gate_set),
-                  "replay": len(replay) if teacher is not None or ts.method == "replay" else 0,
-                  "train": len(train), "val": len(val), "warm_seed": len(seed_buffer)},
+        "sizes": sizes,
         "reference_accuracy": round(ref_acc, 4),
         "new_domain": new_domain,
         "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None,
         "forgetting": {k: paired(before[k], after[k]) for k in ("tweets_sentiment", "tweets_topic")},
+        "forgetting_by_class": by_class(before["tweets_sentiment"], after["tweets_sentiment"], sentiments),
         **({"final_split": final_figures(before, after)} if "new_domain_final" in after else {}),
         "fit": {"epochs": fitted.epochs_run, "best_epoch": fitted.best_epoch, "stop": fitted.stop_reason,
                 "seconds": round(fitted.seconds, 1), "examples_seen": fitted.examples_seen},
     }
     return result
+
+
+def by_class(before: list[int], after: list[int], labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The paired difference of each true class: a class-balanced holdout weighs them equally, the tweets do not."""
+    rows: dict[str, tuple[list[int], list[int]]] = {}
+    for b, a, label in zip(before, after, labels, strict=True):
+        rows.setdefault(label, ([], []))[0].append(b)
+        rows[label][1].append(a)
+    return {label: paired(*rows[label]) for label in sorted(rows)}
 
 
 def final_figures(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, Any]:
@@ -274,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "continual_adapt_tuning.jsonl")
     parser.add_argument("--also-final", action="store_true",
                         help="with --split tune: also score the final split (recorded, not for choosing)")
+    parser.add_argument("--merge-ratios", type=float, nargs="*", default=[],
+                        help="also score the same fit with its weights interpolated toward the served model's "
+                             "(WiSE-FT; a row per ratio, recipe key merge_ratio; measured in round 10, not kept)")
     parser.add_argument("--table", action="store_true", help="print the runs in --out as a markdown table and exit")
     args = parser.parse_args(argv)
     if args.table:
@@ -292,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     ALSO_FINAL = args.also_final
     for text in args.recipe or ["{}"]:
         for seed in args.seeds:
-            result = run(json.loads(text), args.split, seed)
-            print(summary(result), flush=True)
-            with args.out.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(result) + "\n")
+            for result in run(json.loads(text), args.split, seed, args.merge_ratios):
+                print(summary(result), flush=True)
+                with args.out.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(result) + "\n")
     return 0
 
 
