@@ -2,8 +2,9 @@
 
 1. A registry with the served Twitter model (``var/bench/twitter_base``, see bench/README.md),
    entered by ``monitor model add``. Its warm-start seed is the one ``monitor train --val-data``
-   writes (``write_seed``: 100 training tweets a class of each head to replay, 500 validation
-   tweets a head for the forgetting holdout), added to a copy when the checkpoint has none.
+   writes (``write_seed``: 100 training tweets a class of each head to replay, up to 1,000 validation
+   tweets a head, in their own class mix, for the forgetting holdout), added to a copy when the
+   checkpoint has none (``--reseed``: always, with the seed this code writes).
 2. ``N`` labelled Financial PhraseBank sentences (the *stream* part, a seeded sample), one every
    ``--spacing-s`` seconds of event time, each label known ``--label-delay-s`` later, streamed
    through ``monitor replay FEED --learn`` with a config that sets only ``model.path`` and
@@ -77,7 +78,7 @@ def held_out(split: str) -> dict[str, tuple[list[Example], str]]:
 def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     registry_dir, out = work / f"registry-{seed}", work / f"replay-{seed}"
     served = BASE
-    if not (BASE / SEED_FILE).is_file():  # the seed monitor train --val-data would have written
+    if args.reseed or not (BASE / SEED_FILE).is_file():  # the seed monitor train --val-data would write now
         served = work / "served"
         if not served.exists():
             shutil.copytree(BASE, served)
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing-s", type=float, default=120.0, help="event-time seconds between items")
     parser.add_argument("--label-delay-s", type=float, default=600.0, help="label known this long after the item")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "adapt_replay.jsonl")
+    parser.add_argument("--reseed", action="store_true",
+                        help="replace the served model's seed (in a copy) by the one this code's monitor train writes")
     parser.add_argument("--workdir", type=Path, help="keep registries and replays here (default: a temp dir)")
     parser.add_argument("--agreement", type=Path, help="print the gate-vs-held-out table of the runs in this "
                         "JSONL file (--variant: only its rows) and exit")

@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--replay-from", metavar="FILE[:FORMAT]",
                      help="labelled training data of a model trained elsewhere: seeds the replay buffer")
     add.add_argument("--replay-per-class", type=int, default=100, metavar="N",
-                     help="with --replay-from: examples per class taken (default: %(default)s)")
+                     help="with --replay-from: N x the classes examples of each head taken (default: %(default)s)")
     add.set_defaults(func=add_version)
     pr = sub.add_parser("promote", help="make VERSION the serving version (running daemons swap to it)")
     pr.add_argument("version")

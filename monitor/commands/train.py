@@ -10,8 +10,8 @@ checkpoint's label sets and truncation length.
 Reads every ``--data`` file (partial labels are fine: PhraseBank has only sentiment, the Twitter
 topic set only topics), holds out a stratified ``--val-fraction`` for early stopping (or uses
 ``--val-data``), trains with ``monitor.learn.fit`` and writes the checkpoint directory ``--out``
-atomically, with ``replay_seed.jsonl``: ``--replay-per-class`` examples of each class of its
-training data, which seed the learner's replay buffer when the model enters a registry, and
+atomically, with ``replay_seed.jsonl``: ``--replay-per-class`` x the classes examples of each head of
+its training data (in its class mix), which seed the learner's replay buffer when the model enters a registry, and
 ``--holdout-per-head`` validation examples of each head, which seed its forgetting holdout. Exit
 codes: 0 ok, 1 training diverged, 2 unreadable input or bad options.
 """
@@ -132,10 +132,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--replay-from", metavar="FILE[:FORMAT]",
                    help="with --from: replay these labelled examples (default: the checkpoint's replay_seed.jsonl)")
     p.add_argument("--replay-per-class", type=int, default=DEFAULT_PER_CLASS, metavar="N",
-                   help="examples per class in the replay seed written with the checkpoint (default: %(default)s)")
+                   help="replay seed written with the checkpoint: N x the classes examples of each head, in the "
+                        "data's class mix (default: %(default)s)")
     p.add_argument("--holdout-per-head", type=int, default=DEFAULT_HOLDOUT_PER_HEAD, metavar="N",
-                   help="examples per head in the seed's forgetting holdout, from the validation examples "
-                        "(default: %(default)s; 0: none)")
+                   help="examples per head in the seed's forgetting holdout, a random sample of the validation "
+                        "examples (default: %(default)s; 0: none)")
     p.set_defaults(func=run)
 
 

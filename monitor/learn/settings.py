@@ -113,7 +113,7 @@ class BufferSettings(_Group):
     """Capacity of the class- and stratum-balanced replay reservoir."""
     holdout_fraction: float = 0.1
     """Share of labelled examples set aside (by a hash of the text) as the never-trained forgetting holdout."""
-    holdout_size: int = 1000
+    holdout_size: int = 3000
     """Capacity of the (equally balanced) forgetting holdout."""
     window_size: int = 2000
     """Most new labelled examples kept for the next training run (oldest dropped first)."""

@@ -14,7 +14,7 @@ from regimes import TOPICS, stream
 from monitor.cli import main
 from monitor.learn import evaluate
 from monitor.learn.buffer import ReplayBuffer, load_examples
-from monitor.learn.warmstart import SEED_FILE, balanced_sample, read_seed
+from monitor.learn.warmstart import SEED_FILE, mixed_sample, read_seed, write_seed
 from monitor.model import load_checkpoint
 from monitor.records import Example
 from monitor.registry import ModelRegistry
@@ -45,46 +45,60 @@ def trained(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
-def test_balanced_sample_takes_each_class_evenly_from_each_source() -> None:
+def test_mixed_sample_keeps_the_class_mix_of_each_head(tmp_path: Path) -> None:
     data = [Example(f"a{i}", topic="A", source="big") for i in range(300)]
     data += [Example(f"b{i}", topic="B", source="big") for i in range(30)]
     data += [Example(f"c{i}", topic="A", sentiment="negative", source="small") for i in range(10)]
-    picked = balanced_sample(data, per_class=40)
-    counts = Counter((e.topic, e.source) for e in picked)
-    assert counts == {("A", "big"): 30, ("A", "small"): 10, ("B", "big"): 30}
-    assert sum(e.sentiment == "negative" for e in picked) == 10  # the rows with both labels count for both
-    assert balanced_sample(data, 40) == picked and balanced_sample(data, 40, seed=1) != picked
+    data += [Example(f"s{i}", sentiment="neutral", source="small") for i in range(90)]
+    picked = mixed_sample(data, {"topic": 110, "sentiment": 20})
+    topics = Counter(e.topic for e in picked if e.topic is not None)
+    assert sum(topics.values()) == 110 and 3 <= topics["B"] <= 18  # about 30/340 of them, not half
+    assert sum(e.sentiment is not None for e in picked) == 20  # the rows with both labels count for both
+    assert mixed_sample(data, 5) == mixed_sample(data, 5) != mixed_sample(data, 5, seed=1)
+    assert len(mixed_sample(data, 1000)) == len(data)
+    # the seed's replay part: per_class x the classes of each head, in the same mix
+    write_seed(tmp_path, data, per_class=55, holdout_per_head=0)
+    _, replay = read_seed(tmp_path, "replay")
+    topics = Counter(e.topic for e in replay if e.topic is not None)
+    assert 110 <= sum(topics.values()) <= 120 and 3 <= topics["B"] <= 18  # the sentiment rows add a few topics
 
 
-def test_train_writes_a_balanced_seed_with_the_data_fingerprint(trained: Path) -> None:
+def test_train_writes_a_seed_in_the_data_mix_with_the_fingerprint(trained: Path) -> None:
     header, seed = read_seed(trained)
     meta = load_checkpoint(trained).meta
     assert header["fingerprint"] == meta.data_fingerprint and header["of"] == meta.metrics["train_examples"]
     assert header["per_class"] == 30 and header["kind"] == "replay-seed"
-    topics = Counter(e.topic for e in seed)
-    sentiments = Counter(e.sentiment for e in seed)
-    assert set(topics) == set(TOPICS) and min(topics.values()) >= 30 and min(sentiments.values()) >= 30
+    _, replay = read_seed(trained, "replay")
+    topics = Counter(e.topic for e in replay if e.topic is not None)
+    sentiments = Counter(e.sentiment for e in replay if e.sentiment is not None)
+    assert set(topics) == set(TOPICS) and sum(topics.values()) == 30 * len(TOPICS)  # per_class x classes
+    assert sum(sentiments.values()) >= 30 * len(sentiments) and len(sentiments) == 3
     assert len(seed) < 600 and meta.max_length == 16
 
 
-def test_seed_holdout_part_is_balanced_per_head_from_validation_and_goes_to_the_holdout(trained: Path) -> None:
+def test_seed_holdout_part_is_a_sample_per_head_from_validation_and_goes_to_the_holdout(trained: Path) -> None:
     header, replay = read_seed(trained, "replay")
     _, held = read_seed(trained, "holdout")
     assert header["holdout"] == len(held) > 0 and header["holdout_from"] == "validation examples"
     assert not {e.text for e in replay} & {e.text for e in held}
-    assert len(held) <= 60  # monitor train's 10 % validation split of 600: never trained on
+    # monitor train's 10 % validation split of 600, never trained on: all of it (fewer than 1000 a head)
+    # but the few whose text the replay part holds too (the synthetic stream repeats texts)
+    val_examples = load_checkpoint(trained).meta.metrics["val_examples"]
+    assert val_examples - 5 <= len(held) <= val_examples <= 61
     buffer = ReplayBuffer(capacity=2000, holdout_fraction=0.1, holdout_capacity=1000)
     from monitor.learn.warmstart import seed_buffer
 
     assert seed_buffer(buffer, trained) == len(replay) + len(held)
     assert sorted(e.text for e in buffer.holdout) == sorted(e.text for e in held)  # whole, not a hash share
     assert sorted(e.text for e in buffer.examples) == sorted(e.text for e in replay)
-    # per head: an equal number of examples for each head, split evenly over its classes
+    # per head: an equal number of examples for each head, in the classes' own proportions (2/3 neutral)
     many = [Example(f"t{i}", topic=f"T{i % 20}", source="tweets_topic") for i in range(4000)]
-    many += [Example(f"s{i}", sentiment=["negative", "neutral", "positive"][i % 3], source="tweets_sentiment")
+    many += [Example(f"s{i}", sentiment=["negative", "neutral", "neutral"][i % 3], source="tweets_sentiment")
              for i in range(3000)]
-    picked = balanced_sample(many, 0, per_head=600)
+    picked = mixed_sample(many, 600)
     assert Counter(e.source for e in picked) == {"tweets_topic": 600, "tweets_sentiment": 600}
+    assert 0.6 < Counter(e.sentiment for e in picked)["neutral"] / 600 < 0.73
+    assert mixed_sample(many, 600) == picked and mixed_sample(many, 600, seed=1) != picked
 
 
 def test_model_add_seeds_the_replay_buffer_and_the_holdout(trained: Path, tmp_path: Path,
@@ -118,7 +132,8 @@ def test_model_add_replay_from_seeds_a_model_trained_elsewhere(trained: Path, tm
     assert main(["model", "--registry", str(registry), "add", str(bare), "--replay-from", str(data),
                  "--replay-per-class", "10"]) == 0
     buffer = ReplayBuffer.load(registry / "learner" / "buffer.jsonl", 2000, 0.1, holdout_capacity=1000)
-    assert Counter(e.sentiment for e in buffer.examples)["neutral"] >= 10 and len(buffer) <= 10 * (3 + 3)
+    _, replay = read_seed(registry / "versions" / "v-a", "replay")  # 10 x the 3 classes of each head, in their mix
+    assert sum(e.sentiment is not None for e in replay) == 30 and len(buffer) <= len(replay) <= 10 * (3 + 3)
     assert 0 < len(buffer.holdout) <= 2 * 500  # the holdout part: their examples the replay part did not take
     assert main(["model", "--registry", str(registry), "add", str(bare), "--replay-from",
                  str(tmp_path / "missing.jsonl")]) == 2
