@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from continual_adapt import BASE, DOMAIN, cached, eval_sets, load, paired, reference_scores, score
+from continual_adapt import BASE, DOMAIN, by_class, cached, eval_sets, load, paired, reference_scores, score
 from continual_domain_data import ROOT, build, data_dir, fresh
 
 from monitor.datasets import read_labelled
@@ -126,6 +126,8 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "final_version": final, "reference_accuracy": round(ref_acc, 4), "new_domain": new_domain,
         "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None,
         "forgetting": {k: paired(before[k], after[k]) for k in ("tweets_sentiment", "tweets_topic")},
+        "forgetting_by_class": by_class(before["tweets_sentiment"], after["tweets_sentiment"],
+                                        [str(e.sentiment) for e in sets["tweets_sentiment"][0]]),
         "runs": [{"version": h["version"], "parent": h.get("parent"), "event": h["event"],
                   "trigger": h.get("trigger"), "reason": h.get("reason"), "seconds": h.get("seconds"),
                   "gate": {k: (h.get("gate") or {}).get(k) for k in (

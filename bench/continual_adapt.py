@@ -3,7 +3,8 @@
 The served model (``monitor train`` on both Twitter sets, see ``continual_domain_data``) gets ``N``
 labelled PhraseBank sentences, as the learner's retrain would: the learner's split (``gate_fraction``
 held out for the gate, ``val_fraction`` of the rest for early stopping), a replay sample drawn from
-the warm-start seed (a class-balanced sample of the served model's training tweets), the learner's
+the warm-start seed (a sample of the served model's training tweets in their class mix, as
+``monitor train`` writes it; recipe key ``warm_mix`` "balanced": a class-balanced one), the learner's
 ``TrainSettings`` (freezing, learning rates, epochs, distillation from the serving model). The
 challenger is then scored, whatever a gate would say, on held-out PhraseBank sentences (``tune`` or
 ``final``) and on the held-out tweets (sentiment and topic).
@@ -91,11 +92,12 @@ def paired(before: list[int], after: list[int]) -> dict[str, float]:
             "diff": round(mean_d, 4), "se": round(math.sqrt(var / n), 4)}
 
 
-def warm_seed(train: Sequence[Example], per_class: int, seed: int, mix: str = "balanced") -> list[Example]:
-    """A sample of the served model's training data: ``per_class`` per (head, class).
+def warm_seed(train: Sequence[Example], per_class: int, seed: int, mix: str = "natural") -> list[Example]:
+    """A sample of the served model's training data: ``per_class`` x its classes examples per head.
 
-    ``mix`` "natural": as many examples per head (``per_class`` x its classes), drawn uniformly, so
-    the classes keep the proportions of the training data (neutral tweets are about 65 %).
+    ``mix`` "natural" (``monitor train``'s seed since round 10): drawn uniformly, so the classes
+    keep the proportions of the training data (neutral tweets are about 65 %); "balanced":
+    ``per_class`` of each (head, class).
     """
     rng = random.Random(seed)
     cells: dict[tuple[str, str], list[Example]] = {}
@@ -187,7 +189,7 @@ def run(recipe: dict[str, Any], split_name: str, seed: int,
     # The learner's buffer, seeded as `monitor model add` seeds it (its holdout share never replays),
     # and its replay draw (an equal share per head).
     buffer = ReplayBuffer(settings.buffer.buffer_size, settings.buffer.holdout_fraction, seed=seed)
-    for e in warm_seed(load("twitter_train"), per_class, seed, str(extra.get("warm_mix", "balanced"))):
+    for e in warm_seed(load("twitter_train"), per_class, seed, str(extra.get("warm_mix", "natural"))):
         buffer.add(e)
     seed_buffer = buffer.examples
     rng = random.Random(seed)
