@@ -156,18 +156,26 @@ def test_paired_difference_and_its_standard_error_by_hand() -> None:
     assert p["se"] == round((0.7 / 5) ** 0.5, 4)
 
 
-def test_warm_seed_is_balanced_per_head_and_class_and_seeded() -> None:
+def test_warm_seed_is_per_class_x_classes_per_head_in_the_data_mix_or_balanced_and_seeded() -> None:
     from continual_adapt import warm_seed
 
     train = [Example(f"t{i}", topic=("A" if i % 3 else "B")) for i in range(30)]
     train += [Example(f"s{i}", sentiment=("positive" if i % 4 else "negative")) for i in range(20)]
-    seed = warm_seed(train, 4, seed=1)
-    counts: dict[str, int] = {}
-    for e in seed:
-        key = e.topic or e.sentiment or ""
-        counts[key] = counts.get(key, 0) + 1
-    assert counts == {"A": 4, "B": 4, "positive": 4, "negative": 4}
+
+    def counts(seed: list[Example]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in seed:
+            key = e.topic or e.sentiment or ""
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    assert counts(warm_seed(train, 4, seed=1, mix="balanced")) == {"A": 4, "B": 4, "positive": 4, "negative": 4}
+    seed = warm_seed(train, 4, seed=1)  # the data's mix: 8 a head, in whatever proportions the draw gives
+    mixed = counts(seed)
+    assert mixed["A"] + mixed["B"] == 8 == mixed["positive"] + mixed.get("negative", 0)
     assert warm_seed(train, 4, seed=1) == seed and warm_seed(train, 4, seed=2) != seed
+    skewed = [Example(f"a{i}", topic="A") for i in range(300)] + [Example(f"b{i}", topic="B") for i in range(30)]
+    assert counts(warm_seed(skewed, 20, seed=0)).get("B", 0) < 12  # about 4 of 40, where balanced takes 20
     assert len(warm_seed(train, 100, seed=0)) == len(train)  # a class smaller than per_class gives all it has
 
 
