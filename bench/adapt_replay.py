@@ -2,8 +2,8 @@
 
 1. A registry with the served Twitter model (``var/bench/twitter_base``, see bench/README.md),
    entered by ``monitor model add``. Its warm-start seed is the one ``monitor train --val-data``
-   writes (``write_seed``: 100 training tweets a class of each head to replay, up to 1,000 validation
-   tweets a head, in their own class mix, for the forgetting holdout), added to a copy when the
+   writes (``write_seed``: 100 x the classes training tweets of each head to replay and up to 1,000
+   validation tweets a head for the forgetting holdout, both in the data's class mix), added to a copy when the
    checkpoint has none (``--reseed``: always, with the seed this code writes).
 2. ``N`` labelled Financial PhraseBank sentences (the *stream* part, a seeded sample), one every
    ``--spacing-s`` seconds of event time, each label known ``--label-delay-s`` later, streamed
