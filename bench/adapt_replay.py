@@ -132,7 +132,8 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                   "trigger": h.get("trigger"), "reason": h.get("reason"), "seconds": h.get("seconds"),
                   "gate": {k: (h.get("gate") or {}).get(k) for k in (
                       "recent_answers", "improvement", "mcnemar_p", "holdout_answers", "forgetting",
-                      "forgetting_upper", "forgetting_stratum")},
+                      "forgetting_upper", "forgetting_stratum", "serving_only", "challenger_only", "shadow_labels",
+                      "shadow_answers")},
                   "held_out": None if h["version"] not in scores else {
                       "new_domain": paired(scores[h["parent"]]["new_domain"], scores[h["version"]]["new_domain"]),
                       **{k: paired(scores[h["parent"]][k], scores[h["version"]][k])

@@ -127,6 +127,9 @@ class Metrics:
                                            namespace=NS, registry=r, buckets=_TRAIN_BUCKETS)
         self.training_active = Gauge("training_active", "1 while a training run is in progress.",
                                      namespace=NS, registry=r)
+        self.shadow_labels = Gauge("challenger_shadow_labels",
+                                   "Labels the trained challenger waiting for its verdict was compared on (0: none).",
+                                   namespace=NS, registry=r)
         self.replay_buffer_size = Gauge("replay_buffer_examples", "Examples in the replay buffer.",
                                         namespace=NS, registry=r)
         self.prequential_accuracy = Gauge("prequential_accuracy",

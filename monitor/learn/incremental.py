@@ -28,6 +28,10 @@ copy. Steps:
    second model trains from the serving model on the whole window, gate share included; it is promoted if
    it passes the forgetting test too (the "better" evidence is the judged challenger's), else the judged
    challenger is;
+   ``train_challenger`` ends here with a ``Trial``; ``conclude`` gives the verdict, on the trial's
+   evidence plus its **shadow labels** (``gate.shadow_labels``: labels that arrived after the run
+   started, which neither model trained on, answered by both; the learner collects them and calls
+   ``conclude`` once they are in; ``retrain`` concludes at once, without any);
 5. passed: save the checkpoint into the registry (parent = serving version, gate numbers in its
    metrics, a replay seed of its training data); ``publish`` then points ``CURRENT`` at it, unless
    ``CURRENT`` moved meanwhile (e.g. a rollback); every daemon watching the registry then
@@ -64,8 +68,8 @@ from monitor.model.predictor import Predictor
 from monitor.records import Example
 from monitor.registry import ModelRegistry
 
-__all__ = ["RunInput", "RunResult", "fold_of", "fresh", "in_gate", "publish", "recent_answers",
-           "recent_holdout", "retrain", "split"]
+__all__ = ["RunInput", "RunResult", "Trial", "conclude", "fold_of", "fresh", "in_gate", "publish", "recent_answers",
+           "recent_holdout", "retrain", "split", "train_challenger"]
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +237,45 @@ def _holdout_answers(holdout: Sequence[Example], serving: Sequence[tuple[str, st
     return _Held(strata, origin or None, recent)
 
 
+@dataclass
+class Trial:
+    """A challenger that trained and was scored on its run's evidence, waiting for the verdict (``conclude``)."""
+
+    job: RunInput
+    version: str
+    settings: LearnerSettings
+    model: MultiTaskClassifier
+    serving: MultiTaskClassifier
+    tokenizer: Any
+    meta: CheckpointMeta
+    """The serving checkpoint's (backbone, dropout, truncation length)."""
+    cfg: TrainConfig
+    train: list[Example]
+    replay: list[Example]
+    recent: Paired
+    """The "better" evidence so far: the gate set and the holdout's recent share (or the cross-fitted answers)."""
+    held: _Held
+    holdout_serving: list[tuple[str, str]]
+    by_origin: list[tuple[str, str]] | None
+    origin_version: str
+    fit_numbers: dict[str, Any]
+    train_on: Callable[[MultiTaskClassifier, list[Example], list[Example]], FitResult]
+    seconds: float
+    """Compute time so far (training and scoring; a wait for shadow labels is not counted)."""
+    refused: Verdict | None = None
+    """Cross-fitted and refused before the challenger trained (it trained only to be kept: ``keep_rejected``)."""
+
+
+def _ended(registry: ModelRegistry, job: RunInput, version: str, method: str, outcome: str, reason: str,
+           seconds: float, **extra: Any) -> RunResult:
+    """The run's result, recorded in the registry history unless it is a promotion (``publish`` records those)."""
+    details = {"parent": job.serving_version, "trigger": job.trigger, "method": method,
+               "seconds": round(seconds, 3)}
+    if outcome != "promoted":
+        registry.record(outcome, version, reason=reason, **details, gate=extra.get("numbers"))
+    return RunResult(outcome, version, job.serving_version, reason, seconds, details=details, **extra)
+
+
 def retrain(
     registry: ModelRegistry,
     job: RunInput,
@@ -243,22 +286,35 @@ def retrain(
     fit_fn: FitFn = fit,
     publish_now: bool = True,
 ) -> RunResult:
-    """Run one retrain (module docstring); never raises, the outcome says what happened.
+    """Run one retrain and decide at once, without shadow labels (module docstring); never raises.
 
     ``publish_now=False``: a challenger that passed the gate is saved but not yet serving; its
     result says ``promoted`` and ``publish(registry, result)`` makes it serve.
     """
+    trial = train_challenger(registry, job, settings, device=device, should_stop=should_stop, fit_fn=fit_fn)
+    if isinstance(trial, RunResult):
+        return trial
+    return conclude(registry, trial, (), should_stop=should_stop, publish_now=publish_now)
+
+
+def train_challenger(
+    registry: ModelRegistry,
+    job: RunInput,
+    settings: LearnerSettings,
+    *,
+    device: str = "auto",
+    should_stop: Callable[[], bool] | None = None,
+    fit_fn: FitFn = fit,
+) -> Trial | RunResult:
+    """Steps 1-4 of a run up to the verdict: the scored ``Trial``, or the run's end (failed, cancelled, refused
+    by the cross-fitted gate before training). Never raises."""
     started = time.perf_counter()
     version = job.version or new_version_id()
     parent = job.serving_version
     ts, gs = settings.train, settings.gate
 
-    def result(outcome: str, reason: str, until: float | None = None, **extra: Any) -> RunResult:
-        seconds = (until or time.perf_counter()) - started  # until: when the decision was taken (keep_rejected)
-        details = {"parent": parent, "trigger": job.trigger, "method": ts.method, "seconds": round(seconds, 3)}
-        if outcome != "promoted":
-            registry.record(outcome, version, reason=reason, **details, gate=extra.get("numbers"))
-        return RunResult(outcome, version, parent, reason, seconds, details=details, **extra)
+    def result(outcome: str, reason: str, **extra: Any) -> RunResult:
+        return _ended(registry, job, version, ts.method, outcome, reason, time.perf_counter() - started, **extra)
 
     try:
         loaded = load_checkpoint(registry.path(parent))
@@ -297,9 +353,6 @@ def retrain(
             return fit_fn(m, tokenizer, train, val, cfg, teacher=teacher, distill_rows=ts.distill_rows(train, replay),
                           anchor=anchor, progress=False, should_stop=should_stop)
 
-        def stopped(fitted: FitResult) -> bool:
-            return fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop())
-
         is_recent = recent_holdout(evidence, job.holdout)
         crossed: Paired | None = None  # the cross-fitted "better" evidence (gate.cross_fit)
         refused: tuple[Verdict, float] | None = None  # refused on it, decided at (perf_counter)
@@ -316,7 +369,7 @@ def retrain(
                 fold_fit = train_on(fold_model, fold_train, fold_val)
                 fold_fits.append({"held_out": len(held_out), "train_examples": len(fold_train),
                                   "epochs": fold_fit.epochs_run, "seconds": round(fold_fit.seconds, 3)})
-                if stopped(fold_fit):
+                if _stopped(fold_fit, should_stop):
                     return result("cancelled", "stopped at shutdown", fit={"folds": fold_fits})
                 answered = held_out + [e for e in recent_held if fold_of(e, folds) == k]
                 crossed = crossed + paired(answered, _predicted(serving, tokenizer, answered, max_length),
@@ -334,7 +387,7 @@ def retrain(
                        "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3)}
         if fold_fits:
             fit_numbers["folds"] = fold_fits
-        if stopped(fitted):
+        if _stopped(fitted, should_stop):
             return result("cancelled", "stopped at shutdown", fit=fit_numbers)
 
         serving.to(next(model.parameters()).device)
@@ -346,6 +399,7 @@ def retrain(
         if first is not None and job.holdout:  # forgetting is also measured against the lineage's start
             by_origin = _predicted(first.to(next(model.parameters()).device), loaded.tokenizer, job.holdout,
                                    max_length)
+        del first
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
         # of a few points from noise. Cross-fitted, the fold models answered all of it.
@@ -354,19 +408,61 @@ def retrain(
                                 settings.buffer.period_s)
         if crossed is None:
             recent = recent + held.recent
-        verdict = refused[0] if refused else judge(gs, recent=recent, holdout=held.strata, origin=held.origin)
-        if verdict.promote and gs.refit and crossed is None and gate_set:
+        seconds = (refused[1] if refused else time.perf_counter()) - started
+        return Trial(job, version, settings, model, serving, tokenizer, loaded.meta, cfg, train, replay, recent, held,
+                     scored["serving"][1], by_origin, origin_version, fit_numbers, train_on, seconds,
+                     refused[0] if refused else None)
+    except Exception as err:  # a failed run must leave serving alone; the error is recorded
+        log.exception("training run %s (parent %s) failed", version, parent)
+        return result("failed", f"{type(err).__name__}: {err}")
+
+
+def _stopped(fitted: FitResult, should_stop: Callable[[], bool] | None) -> bool:
+    return fitted.stop_reason == "should_stop" or (should_stop is not None and should_stop())
+
+
+def conclude(
+    registry: ModelRegistry,
+    trial: Trial,
+    shadow: Sequence[Example],
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    publish_now: bool = True,
+) -> RunResult:
+    """Step 5 of a run: the verdict, on the trial's evidence plus ``shadow`` (labels that came after it trained,
+    answered by both models), then save and publish, or refuse. Never raises."""
+    started = time.perf_counter()
+    job, version, settings, model = trial.job, trial.version, trial.settings, trial.model
+    gs, method, max_length = settings.gate, settings.train.method, trial.meta.max_length
+
+    def result(outcome: str, reason: str, **extra: Any) -> RunResult:
+        seconds = trial.seconds + (0.0 if trial.refused else time.perf_counter() - started)
+        return _ended(registry, job, version, method, outcome, reason, seconds, **extra)
+
+    try:
+        recent = trial.recent
+        if shadow:  # never trained on by either model: as fair as the gate set, and usually far more of it
+            recent = recent + paired(shadow, _predicted(trial.serving, trial.tokenizer, shadow, max_length),
+                                     _predicted(model, trial.tokenizer, shadow, max_length))
+        held = trial.held
+        verdict = trial.refused or judge(gs, recent=recent, holdout=held.strata, origin=held.origin)
+        verdict.numbers.update(shadow_labels=len(shadow), shadow_answers=recent.n - trial.recent.n)
+        fit_numbers, train = trial.fit_numbers, trial.train
+        if verdict.promote and gs.refit and not gs.cross_fit and fit_numbers["gate_examples"]:
             # The gate share was evidence and is now spent (``fresh``): a model trained on the whole window,
             # the same recipe from the same start, is promoted instead when it too passes the forgetting test.
-            refit_model = copy.deepcopy(serving)
-            refit_train, refit_val = split(list(job.new) + replay, ts.val_fraction, rng)
-            refitted = train_on(refit_model, refit_train, refit_val)
-            if stopped(refitted):
+            refit_model = copy.deepcopy(trial.serving)
+            refit_train, refit_val = split(list(job.new) + trial.replay, settings.train.val_fraction,
+                                           random.Random(job.seed + 1))
+            refitted = trial.train_on(refit_model, refit_train, refit_val)
+            if _stopped(refitted, should_stop):
                 return result("cancelled", "stopped at shutdown", fit=fit_numbers)
-            again = _holdout_answers(job.holdout, scored["serving"][1],
-                                     _predicted(refit_model, tokenizer, job.holdout, max_length), by_origin,
-                                     is_recent, settings.buffer.period_s)
+            again = _holdout_answers(job.holdout, trial.holdout_serving,
+                                     _predicted(refit_model, trial.tokenizer, job.holdout, max_length),
+                                     trial.by_origin, recent_holdout(fresh(job.new, job.spent), job.holdout),
+                                     settings.buffer.period_s)
             second = judge(gs, recent=recent, holdout=again.strata, origin=again.origin)
+            second.numbers.update(shadow_labels=len(shadow), shadow_answers=verdict.numbers["shadow_answers"])
             refit: dict[str, Any] = {"train_examples": len(refit_train), "epochs": refitted.epochs_run,
                                      "seconds": round(refitted.seconds, 3), "promoted": second.promote}
             if second.promote:
@@ -376,26 +472,26 @@ def retrain(
             else:
                 refit["refused"] = second.reason
             fit_numbers["refit"] = refit
-        if by_origin is not None:
-            verdict.numbers["origin"] = origin_version
+        if trial.by_origin is not None:
+            verdict.numbers["origin"] = trial.origin_version
+        loaded = trial.meta
         meta = CheckpointMeta(
-            version=version, parent=parent, backbone=loaded.meta.backbone, topics=model.topics,
+            version=version, parent=job.serving_version, backbone=loaded.backbone, topics=model.topics,
             sentiments=model.sentiments, data_fingerprint=_fingerprint(train),
-            metrics={"gate": verdict.numbers, "fit": fit_numbers, "method": ts.method, "trigger": job.trigger},
-            train_config=cfg.to_dict(), dropout=loaded.meta.dropout, max_length=max_length,
+            metrics={"gate": verdict.numbers, "fit": fit_numbers, "method": method, "trigger": job.trigger},
+            train_config=trial.cfg.to_dict(), dropout=loaded.dropout, max_length=max_length,
         )
         if not verdict.promote:
             if gs.keep_rejected:
-                save_checkpoint(model, tokenizer, meta, registry.rejected_path(version))
-            return result("rejected", verdict.reason, refused[1] if refused else None, numbers=verdict.numbers,
-                          fit=fit_numbers)
-        save_checkpoint(model, tokenizer, meta, registry.path(version))
-        ensure_export(registry.path(version), model, tokenizer, max_length)  # never raises; torch serves if refused
-        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {parent}",
+                save_checkpoint(model, trial.tokenizer, meta, registry.rejected_path(version))
+            return result("rejected", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
+        save_checkpoint(model, trial.tokenizer, meta, registry.path(version))
+        ensure_export(registry.path(version), model, trial.tokenizer, max_length)  # never raises (torch serves)
+        write_seed(registry.path(version), train, seed=job.seed, source=f"retrain of {job.serving_version}",
                    data_fingerprint=meta.data_fingerprint, holdout_per_head=0)  # its data is in the buffer
         passed = result("promoted", verdict.reason, numbers=verdict.numbers, fit=fit_numbers)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
-        log.exception("training run %s (parent %s) failed", version, parent)
+        log.exception("training run %s (parent %s) failed", version, job.serving_version)
         return result("failed", f"{type(err).__name__}: {err}")
     return publish(registry, passed) if publish_now else passed
 

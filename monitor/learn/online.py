@@ -35,7 +35,15 @@ from pathlib import Path
 from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
-from monitor.learn.incremental import FitFn, RunInput, RunResult, publish, recent_answers, retrain
+from monitor.learn.incremental import (
+    FitFn,
+    RunInput,
+    RunResult,
+    conclude,
+    publish,
+    recent_answers,
+    train_challenger,
+)
 from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
 from monitor.learn.memory import release_freed_memory
 from monitor.learn.policy import RETRY, decide
@@ -117,6 +125,13 @@ class OnlineLearner:
         self._worker: threading.Thread | None = None
         self._finished: RunResult | None = None
         self._held: RunResult | None = None  # event time: passed the gate, serves once its duration has passed
+        # Shadow labels (gate.shadow_labels): the labels that came after the run in flight started. Once its
+        # challenger trained, the worker waits (``_awaiting``) until the main thread has collected enough of them
+        # or shadow_wait_s has passed since the run started; ``_release`` ends the wait (once).
+        self._shadow: list[Example] = []
+        self._collecting = False  # whether new labels join _shadow
+        self._awaiting = False
+        self._shadow_ready = threading.Event()
         self._run_started: float = 0.0  # clock time the run in flight started
         self._last_result: RunResult | None = None
         self._last_started: float | None = None
@@ -130,12 +145,18 @@ class OnlineLearner:
             metrics.drift_detections.labels(signal=signal)
         metrics.replay_buffer_size.set(len(self.buffer))
         metrics.training_active.set(0)
+        metrics.shadow_labels.set(0)
 
     # --- read-only state --------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        """Whether a training run is in progress."""
-        return self._worker is not None and self._worker.is_alive()
+        """Whether a training run is training or being judged (not while its challenger waits for shadow labels)."""
+        return self._worker is not None and self._worker.is_alive() and not self._awaiting
+
+    @property
+    def awaiting_shadow(self) -> bool:
+        """Whether a trained challenger waits for its shadow labels (``gate.shadow_labels``)."""
+        return self._awaiting
 
     @property
     def last_result(self) -> RunResult | None:
@@ -214,6 +235,7 @@ class OnlineLearner:
 
     def close(self) -> None:
         self._stop.set()
+        self._release()  # a challenger waiting for shadow labels is judged on those it has
         if self._worker is not None:
             self._worker.join(timeout=60.0)
         self._collect(final=True)
@@ -247,6 +269,12 @@ class OnlineLearner:
             return  # a duplicate (re-read after a restart) or no label at all
         self._dirty = True
         self.metrics.replay_buffer_size.set(len(self.buffer))
+        if self._collecting:
+            with self._lock:
+                self._shadow.append(example)
+            self.metrics.shadow_labels.set(len(self._shadow))
+            if len(self._shadow) >= self.settings.gate.shadow_labels:
+                self._release()
         if not in_holdout(example, self.settings.buffer.holdout_fraction):
             self._window[example_key(example)] = example
             while len(self._window) > self.settings.buffer.window_size:
@@ -257,15 +285,17 @@ class OnlineLearner:
         if self._stop.is_set():
             return
         p, gs = self.settings.policy, self.settings.gate
+        if self._awaiting and self._clock() >= self._run_started + gs.shadow_wait_s:
+            self._release()  # the clock is event time in a replay: the wall-clock wait of the worker never ends
         floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
-        running = self.running or self._held is not None
+        running = self.running or self._awaiting or self._held is not None
         new = tuple(self._window.values())
         if self._spent and (self.registry.current_version() or self.drift.version) != self._spent_for:
             self._spent, self._dirty = set(), True  # a rollback: the model serving was not chosen on those labels
         answers = None  # counted only when it could matter (hashing the window on every batch is waste)
         if gs.gate_enabled and not running and self._new_labels >= p.min_new_labels:
             answers = recent_answers(new, self.buffer.holdout, gs.gate_fraction, frozenset(self._spent),
-                                     gs.cross_fit)
+                                     gs.cross_fit) + gs.shadow_labels  # each shadow label is at least one answer
         decision = decide(p, now=self._clock(), drift=self._drift, new_labels=self._new_labels, running=running,
                           last_end=self._last_end, below_floor=floor, gate_answers=answers,
                           min_gate_answers=gs.min_gate_examples, retry=self._retry)
@@ -285,6 +315,8 @@ class OnlineLearner:
         self._run_trigger = (self._drift, self._new_labels, self._retry)
         self._run_keys = list(self._window)
         self._run_started = self._clock()
+        self._shadow, self._collecting = [], gs.shadow_labels > 0
+        self._shadow_ready.clear()
         self._drift, self._retry, self._new_labels, self._runs, self._dirty = None, None, 0, self._runs + 1, True
         log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s", self._runs,
                  decision.reason, len(job.new), len(job.replay), len(job.holdout), self.settings.train.method)
@@ -293,20 +325,57 @@ class OnlineLearner:
         self._worker.start()
 
     def _run(self, job: RunInput) -> None:
-        """The worker thread: one retrain; metrics are updated here (live), state changes in ``_collect``."""
+        """The worker thread: train and score a challenger; its verdict now, or once its shadow labels came."""
+        def work() -> RunResult | None:
+            trial = train_challenger(self.registry, job, self.settings, device=self.device,
+                                     should_stop=self._stop.is_set, fit_fn=self._fit)
+            if isinstance(trial, RunResult):
+                return trial
+            shadow: list[Example] = []
+            if self.settings.gate.shadow_labels and not self._stop.is_set():
+                shadow = self._wait_for_shadow(trial.version)
+            return conclude(self.registry, trial, shadow, should_stop=self._stop.is_set,
+                            publish_now=not self._event_time)
+        self._work(work, job.serving_version)
+
+    def _wait_for_shadow(self, version: str) -> list[Example]:
+        """The worker thread, its challenger trained: wait for the shadow labels, return those collected."""
+        gs = self.settings.gate
+        with self._lock:
+            self._awaiting = not self._shadow_ready.is_set()
+        self.metrics.training_active.set(0)
+        log.info("training run %s trained; its verdict waits for %d shadow labels (%d so far, at most %.0f s after "
+                 "the run started)", version, gs.shadow_labels, len(self._shadow), gs.shadow_wait_s)
+        # Live: a wall-clock timeout. A replay runs on event time: the main thread releases the wait (persist).
+        timeout = None if self._event_time else max(0.0, self._run_started + gs.shadow_wait_s - self._clock())
+        self._shadow_ready.wait(timeout)
+        self._release()
+        self.metrics.training_active.set(1)
+        log.info("training run %s: judged on %d shadow labels besides its gate set", version, len(self._shadow))
+        return list(self._shadow)
+
+    def _release(self) -> None:
+        """End the wait for shadow labels: collection stops, the worker goes on (the one transition, under the lock)."""
+        with self._lock:
+            self._collecting = False
+            self._awaiting = False
+            self._shadow_ready.set()
+
+    def _work(self, step: Callable[[], RunResult | None], parent: str) -> None:
+        """Run one step of a run; metrics are updated here (live), state changes in ``_collect``."""
         try:
-            result = retrain(self.registry, job, self.settings, device=self.device,
-                             should_stop=self._stop.is_set, fit_fn=self._fit, publish_now=not self._event_time)
+            result = step()
         except Exception as err:  # retrain records its own failures; this is the registry itself failing
             log.exception("training run could not record its outcome")
-            result = RunResult("failed", "", job.serving_version, f"{type(err).__name__}: {err}", 0.0)
+            result = RunResult("failed", "", parent, f"{type(err).__name__}: {err}", 0.0)
         try:
-            if not self._event_time:
+            if result is not None and not self._event_time:
                 self._report(result)
         finally:
             release_freed_memory()  # the run's tensors are free now; without this the process grows each run
-            with self._lock:
-                self._finished = result
+            if result is not None:
+                with self._lock:
+                    self._finished = result
             self.metrics.training_active.set(0)
 
     def _report(self, result: RunResult) -> None:
@@ -344,8 +413,11 @@ class OnlineLearner:
         # serving model, which learnt them), gate share included, since the promoted model was chosen on
         # that share (incremental.fresh): the next gate judges on the labels that came after. Labels leave
         # the window by age (window_size). A refusal spends nothing: the serving model was not chosen on them.
+        shadow = [example_key(e) for e in self._shadow]  # evidence of this verdict too
+        self._shadow, self._collecting = [], False
+        self.metrics.shadow_labels.set(0)
         if result.outcome == "promoted":
-            self._spent = {key for key in self._run_keys if key in self._window}
+            self._spent = {key for key in self._run_keys + shadow if key in self._window}
             self._spent_for = result.version
         else:  # what started it is not resolved: a drift stays pending, any other trigger is retried
             self._drift = self._drift or self._run_trigger[0]

@@ -246,6 +246,13 @@ class GateSettings(_Group):
     no clear gain for a second fit per promotion; off)."""
     gate_fraction: float = 0.2
     """Without cross_fit: share of the new labels (a hash of the text, never trained on) the gate compares on."""
+    shadow_labels: int = 100
+    """Labels that arrive after a challenger trained (neither model saw them) on which it and the serving model are
+    also compared before the gate decides; meanwhile the serving model serves and no other run starts (0: decide
+    as soon as it trained)."""
+    shadow_wait_s: float = 86_400.0
+    """Longest wait for the shadow labels, counted from the run's start (event time in a replay); then the
+    challenger is judged on those that came."""
     min_gate_examples: int = 50
     """Fewest gate examples the gate decides on (fewer: rejected)."""
     confidence: float = 0.8
@@ -266,6 +273,8 @@ class GateSettings(_Group):
         _check(0.0 < self.gate_fraction < 1.0, "gate_fraction", "must be in (0, 1)")
         _check(2 <= self.cross_fit_folds <= 10, "cross_fit_folds", "must be in [2, 10]")
         _check(self.min_gate_examples >= 1, "min_gate_examples", "must be >= 1")
+        _check(self.shadow_labels >= 0, "shadow_labels", "must be >= 0")
+        _check(self.shadow_wait_s >= 0, "shadow_wait_s", "must be >= 0")
         _check(0.5 <= self.confidence < 1.0, "confidence", "must be in [0.5, 1)")
         _check(0.5 <= self.forgetting_confidence < 1.0, "forgetting_confidence", "must be in [0.5, 1)")
         _check(-1.0 <= self.min_improvement <= 1.0, "min_improvement", "must be in [-1, 1]")

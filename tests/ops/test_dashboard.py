@@ -185,6 +185,7 @@ def populate(m: Metrics, round_: int) -> None:
     m.training_duration.observe(42.0)
     m.training_active.set(round_ % 2)
     m.replay_buffer_size.set(1000 * round_)
+    m.shadow_labels.set(10 * round_)
     for head in HEADS:
         m.prequential_accuracy.labels(head=head).set(0.8)
     m.forgetting.set(0.01)

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from monitor.config import ConfigError, load_config
 from monitor.learn import FitResult, TrainConfig, TrainingDiverged, evaluate, fit
-from monitor.learn.incremental import in_gate
+from monitor.learn.incremental import RunResult, in_gate
 from monitor.learn.online import OnlineLearner, build_learner
 from monitor.learn.settings import METHODS
 from monitor.metrics import Metrics
@@ -40,7 +40,7 @@ FAST: dict[str, Any] = {
     "epochs": 8, "batch_size": 16, "lr_encoder": 1e-2, "lr_head": 3e-2, "freeze_layers": 0, "patience": 2,
     "distill_weight": 0.2, "buffer_size": 400, "cooldown_s": 0, "min_gate_examples": 10,
     "min_stratum_examples": 10, "max_training_s": 60, "val_fraction": 0.15, "accuracy_floor": 0.0,
-    "retrain_every_labels": 0,
+    "retrain_every_labels": 0, "shadow_labels": 0,
 }
 
 
@@ -673,4 +673,87 @@ def test_no_run_starts_while_the_gate_set_is_too_small_to_decide(registry_dir: P
     daemon.run(stream("B", 80, 23))
     assert not learner.running and learner.last_result is None
     assert learner.new_labels >= 40  # the labels wait for the next chance
+    learner.close()
+
+
+def test_shadow_labels_that_came_after_training_join_the_gate_evidence(registry_dir: Path) -> None:
+    """conclude: the labels that arrived after the challenger trained are answered by both models and counted
+    with the gate set (one answer a labelled head); nothing else changes."""
+    from monitor.learn.incremental import RunInput, conclude, train_challenger
+    from monitor.learn.settings import parse_settings
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 1, "min_gate_examples": 10_000})  # refused: nothing is saved
+    job = RunInput("v-a", tuple(stream("B", 80, 51, offset=10_000)), (), tuple(stream("A", 20, 52)), "test",
+                   version="v-r")
+    trial = train_challenger(registry, job, settings, device="cpu")
+    assert not isinstance(trial, RunResult), trial
+    shadow = stream("B", 30, 53, offset=10_100)
+    alone = conclude(registry, trial, (), publish_now=False)
+    shadowed = conclude(registry, trial, shadow, publish_now=False)
+    assert alone.outcome == shadowed.outcome == "rejected"
+    assert alone.numbers["shadow_answers"] == 0 and shadowed.numbers["shadow_labels"] == 30
+    assert shadowed.numbers["recent_answers"] == alone.numbers["recent_answers"] + 2 * 30 == (
+        alone.numbers["recent_answers"] + shadowed.numbers["shadow_answers"])
+    assert shadowed.numbers["holdout_answers"] == alone.numbers["holdout_answers"]
+
+
+def test_a_trained_challenger_waits_for_its_shadow_labels_and_they_are_spent_with_it(registry_dir: Path) -> None:
+    """gate.shadow_labels: the verdict waits until that many labels came after the run started (no other run
+    starts meanwhile, the old model serves); a promotion spends them like its window; at close a waiting
+    challenger is judged on the labels it has."""
+    from monitor.learn.trainer import FitResult
+
+    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+    learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
+                           gate_enabled=False, shadow_labels=50)
+    daemon, m = Daemon(registry_dir, learner), learner.metrics
+    daemon.run(stream("B", 50, 61))
+    daemon.wait()
+    assert learner.last_result is None and not learner.running and learner.awaiting_shadow  # trained, waiting
+    daemon.run(stream("B", 30, 62, offset=50))
+    assert learner.last_result is None and sample(m.shadow_labels) >= 30
+    assert daemon.predictor.version == "v-a"
+    daemon.run(stream("B", 30, 63, offset=80))
+    daemon.wait()
+    first = learner.last_result
+    assert first is not None and first.outcome == "promoted", first
+    shadow = first.numbers["shadow_labels"]
+    assert shadow >= 50 and first.numbers["shadow_answers"] == 2 * shadow
+    assert sample(m.shadow_labels) == 0 and daemon.predictor.version == first.version
+    window_at_start = first.fit["new_train_examples"] + first.fit["gate_examples"]
+    daemon.run(stream("B", 40, 64, offset=110))
+    daemon.wait()
+    assert learner.last_result is first  # the second run waits for its shadow labels
+    learner.close()  # ... and is judged at close on those it has
+    second = learner.last_result
+    assert second is not None and second is not first and second.parent == first.version
+    assert 0 < second.numbers["shadow_labels"] < 50
+    assert second.fit["spent_examples"] > window_at_start  # the shadow labels of the first verdict are spent
+
+
+def test_a_challenger_waits_for_shadow_labels_at_most_shadow_wait_s(registry_dir: Path) -> None:
+    """Labels that stop coming (a batch of labels, then none) must not hold a trained challenger forever: after
+    shadow_wait_s since the run started it is judged on the shadow labels it has, on an idle daemon too."""
+    from monitor.learn.trainer import FitResult
+
+    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+    learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
+                           gate_enabled=False, shadow_labels=1000, shadow_wait_s=3.0)
+    daemon = Daemon(registry_dir, learner)
+    started = time.monotonic()
+    daemon.run(stream("B", 50, 71))
+    registry = ModelRegistry(registry_dir)
+    deadline = time.monotonic() + 60
+    while registry.current_version() == "v-a" and time.monotonic() < deadline:  # no batch, no label meanwhile
+        time.sleep(0.05)
+    assert registry.current_version() != "v-a" and time.monotonic() - started >= 3.0
+    daemon.wait()
+    result = learner.last_result
+    assert result is not None and result.outcome == "promoted" and result.numbers["shadow_labels"] < 1000
+    assert not learner.awaiting_shadow
     learner.close()
