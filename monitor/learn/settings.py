@@ -246,10 +246,10 @@ class GateSettings(_Group):
     no clear gain for a second fit per promotion; off)."""
     gate_fraction: float = 0.2
     """Without cross_fit: share of the new labels (a hash of the text, never trained on) the gate compares on."""
-    shadow_labels: int = 100
+    shadow_labels: int = 0
     """Labels that arrive after a challenger trained (neither model saw them) on which it and the serving model are
     also compared before the gate decides; meanwhile the serving model serves and no other run starts (0: decide
-    as soon as it trained)."""
+    as soon as it trained; measured: no gain at 100, off)."""
     shadow_wait_s: float = 86_400.0
     """Longest wait for the shadow labels, counted from the run's start (event time in a replay); then the
     challenger is judged on those that came."""

@@ -102,6 +102,22 @@ class LearnerTap:
             while getattr(self.inner, "running", False):
                 time.sleep(0.005)
             self.inner.persist()  # picks the finished run up (and may start the next one)
+        self._record()
+
+    def drain_label_requests(self) -> list[tuple[str, bytes]]:
+        out = self.inner.drain_label_requests()
+        if out:
+            reasons = sorted({str(_reason(body)) for _, body in out})
+            self._event("label_requests", count=len(out), reasons=reasons, ids=[i for i, _ in out])
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+        self._record()  # a run that ended at close (e.g. judged on the shadow labels it had)
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _record(self) -> None:
+        """Events for what the learner did since the last call: drift detections, a finished run."""
         drift = self._drift_counts()
         for signal, count in sorted(drift.items()):
             for _ in range(int(count - self._drift.get(signal, 0.0))):
@@ -117,17 +133,6 @@ class LearnerTap:
                         gate=_without_wall_clock(getattr(result, "numbers", {})),
                         fit=_without_wall_clock(getattr(result, "fit", {})))
 
-    def drain_label_requests(self) -> list[tuple[str, bytes]]:
-        out = self.inner.drain_label_requests()
-        if out:
-            reasons = sorted({str(_reason(body)) for _, body in out})
-            self._event("label_requests", count=len(out), reasons=reasons, ids=[i for i, _ in out])
-        return out
-
-    def close(self) -> None:
-        self.inner.close()
-
-    # --- internals ----------------------------------------------------------------------------------
     def _event(self, kind: str, **fields: Any) -> None:
         now = self.clock()
         self.events.append({"type": kind, "at": iso(now), "at_s": round(now, 3), **fields})

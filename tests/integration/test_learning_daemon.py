@@ -36,7 +36,6 @@ SETTINGS: dict[str, Any] = {
     "window_size": 240, "min_new_labels": 300, "cooldown_s": 0, "min_gate_examples": 10, "min_stratum_examples": 10,
     "max_forgetting": 0.05, "max_training_s": 60, "label_free_signals": ["confidence", "sentiment_mix"],
     "label_requests": 10, "accuracy_floor": 0.0, "retrain_every_labels": 0,
-    "shadow_labels": 20, "shadow_wait_s": 5.0,  # labels come in one batch: the verdict waits 5 s at most
 }
 
 

@@ -40,7 +40,8 @@ LEARNING = {
     "window_size": 240, "min_new_labels": 300, "cooldown_s": 0, "min_gate_examples": 10, "min_stratum_examples": 10,
     "max_forgetting": 0.05, "max_training_s": 60, "label_free_signals": [], "label_requests": 0,
     "accuracy_floor": 0.6, "floor_labels": 100, "retrain_every_labels": 0,
-    "shadow_labels": 20, "shadow_wait_s": 5.0,  # labels come in one batch: the verdict waits 5 s at most
+    # The gate also waits for shadow labels (off by default); labels come in one batch, so 5 s at most.
+    "shadow_labels": 20, "shadow_wait_s": 5.0,
 }
 ALERTS = {"WINDOW_SECONDS": "600", "BASELINE_SECONDS": "3000", "MIN_COUNT": "30", "RATIO": "2.0",
           "MIN_DELTA": "0.2", "CLEAR_RATIO": "1.3", "HOLD_SECONDS": "300", "CLEAR_SECONDS": "120",

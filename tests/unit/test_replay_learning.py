@@ -187,3 +187,20 @@ def test_a_retrain_serves_only_once_its_duration_has_passed_in_event_time(tiny_b
     assert first_new >= training["started_at_s"] + 600
     during = predictions[(at > training["started_at_s"]) & (at < training["started_at_s"] + 600)]
     assert len(during) >= 50 and (during["model_version"] == "v-a").all()
+
+
+def test_in_a_replay_the_wait_for_shadow_labels_ends_on_event_time(tiny_backbone: Path, tmp_path: Path) -> None:
+    """shadow_labels 1000 never come: the replayed learner judges its challenger shadow_wait_s (300 s) of event
+    time after the run started, on the labels that came meanwhile, not at the end of the feed."""
+    registry = regime_a_registry(tiny_backbone, tmp_path / "models")
+    feed = regime_feed(tmp_path / "feed.jsonl")
+    out = tmp_path / "out"
+    replay(learning_config(registry, shadow_labels=1000, shadow_wait_s=300.0),
+           ReplayOptions(feeds=(feed,), out=out, fmt="csv", learn=True, progress=False))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    training = [e for e in events if e["type"] == "training"]
+    assert training and training[0]["outcome"] == "promoted", training
+    first = training[0]
+    assert first["started_at_s"] + 300 <= first["at_s"] < START.timestamp() + 10 * 590  # before the feed ends
+    assert 0 < first["gate"]["shadow_labels"] < 1000
+    assert first["gate"]["shadow_answers"] == 2 * first["gate"]["shadow_labels"]
