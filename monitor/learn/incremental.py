@@ -250,6 +250,8 @@ class Trial:
     meta: CheckpointMeta
     """The serving checkpoint's (backbone, dropout, truncation length)."""
     cfg: TrainConfig
+    rng: random.Random
+    """The run's random draws, continued by the refit (as before the run was split in two)."""
     train: list[Example]
     replay: list[Example]
     recent: Paired
@@ -409,8 +411,8 @@ def train_challenger(
         if crossed is None:
             recent = recent + held.recent
         seconds = (refused[1] if refused else time.perf_counter()) - started
-        return Trial(job, version, settings, model, serving, tokenizer, loaded.meta, cfg, train, replay, recent, held,
-                     scored["serving"][1], by_origin, origin_version, fit_numbers, train_on, seconds,
+        return Trial(job, version, settings, model, serving, tokenizer, loaded.meta, cfg, rng, train, replay, recent,
+                     held, scored["serving"][1], by_origin, origin_version, fit_numbers, train_on, seconds,
                      refused[0] if refused else None)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)
@@ -452,8 +454,7 @@ def conclude(
             # The gate share was evidence and is now spent (``fresh``): a model trained on the whole window,
             # the same recipe from the same start, is promoted instead when it too passes the forgetting test.
             refit_model = copy.deepcopy(trial.serving)
-            refit_train, refit_val = split(list(job.new) + trial.replay, settings.train.val_fraction,
-                                           random.Random(job.seed + 1))
+            refit_train, refit_val = split(list(job.new) + trial.replay, settings.train.val_fraction, trial.rng)
             refitted = trial.train_on(refit_model, refit_train, refit_val)
             if _stopped(refitted, should_stop):
                 return result("cancelled", "stopped at shutdown", fit=fit_numbers)

@@ -365,7 +365,7 @@ class OnlineLearner:
         """Run one step of a run; metrics are updated here (live), state changes in ``_collect``."""
         try:
             result = step()
-        except Exception as err:  # retrain records its own failures; this is the registry itself failing
+        except Exception as err:  # a run records its own failures; this is the registry itself failing
             log.exception("training run could not record its outcome")
             result = RunResult("failed", "", parent, f"{type(err).__name__}: {err}", 0.0)
         try:
