@@ -65,6 +65,11 @@ def registry_dir(trained_registry: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_registry, tmp_path / "registry"))
 
 
+def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
+    """A ``fit`` that trains nothing (the challenger is the serving model): for tests of the loop, not the model."""
+    return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+
 def make_learner(registry_dir: Path, fit_fn: Callable[..., Any] = fit, **settings: Any) -> OnlineLearner:
     config = load_config(None, env={"MONITOR__MODEL__PATH": str(registry_dir), "MONITOR__MODEL__DEVICE": "cpu"})
     config = type(config)(**{**config.__dict__, "learning": type(config.learning)(True, {**FAST, **settings})})
@@ -596,11 +601,6 @@ def test_after_a_promotion_distillation_is_anchored_to_the_lineages_first_model(
 def test_a_refused_run_is_retried_on_more_labels_whatever_started_it(registry_dir: Path) -> None:
     """A run refused as not better is retried once min_new_labels more labels came, even when what started it
     (here the schedule, every 60 labels) would not fire yet; the pending retry survives a restart."""
-    from monitor.learn.trainer import FitResult
-
-    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
-        return FitResult(float("nan"), 1, [], 0.0, len(train), False)  # the challenger is the serving model
-
     settings = {"min_new_labels": 20, "retrain_every_labels": 60, "min_gate_examples": 4}
     learner = make_learner(registry_dir, no_training, **settings)
     daemon = Daemon(registry_dir, learner)
@@ -627,11 +627,6 @@ def test_a_promotion_keeps_the_window_and_spends_its_gate_labels(registry_dir: P
     """Labels are scarce: after a promotion the next run trains on the whole window again, the first run's
     gate share included (the promoted model was chosen on it), and is gated on the labels that came since;
     which labels are spent survives a restart, and a rollback makes them fair evidence again."""
-    from monitor.learn.trainer import FitResult
-
-    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
-        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
-
     learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
                            gate_enabled=False, holdout_fraction=0.3)
     daemon = Daemon(registry_dir, learner)
@@ -702,11 +697,6 @@ def test_a_trained_challenger_waits_for_its_shadow_labels_and_they_are_spent_wit
     """gate.shadow_labels: the verdict waits until that many labels came after the run started (no other run
     starts meanwhile, the old model serves); a promotion spends them like its window; at close a waiting
     challenger is judged on the labels it has."""
-    from monitor.learn.trainer import FitResult
-
-    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
-        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
-
     learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
                            gate_enabled=False, shadow_labels=50)
     daemon, m = Daemon(registry_dir, learner), learner.metrics
@@ -737,11 +727,6 @@ def test_a_trained_challenger_waits_for_its_shadow_labels_and_they_are_spent_wit
 def test_a_challenger_waits_for_shadow_labels_at_most_shadow_wait_s(registry_dir: Path) -> None:
     """Labels that stop coming (a batch of labels, then none) must not hold a trained challenger forever: after
     shadow_wait_s since the run started it is judged on the shadow labels it has, on an idle daemon too."""
-    from monitor.learn.trainer import FitResult
-
-    def no_training(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
-        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
-
     learner = make_learner(registry_dir, no_training, min_new_labels=40, retrain_every_labels=40,
                            gate_enabled=False, shadow_labels=1000, shadow_wait_s=3.0)
     daemon = Daemon(registry_dir, learner)
