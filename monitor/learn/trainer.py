@@ -6,6 +6,14 @@ learning rates for the encoder and the heads, gradient clipping and a linear war
 After each epoch the validation macro-F1 (mean over the heads that have labels in ``val``) decides
 early stopping; the best weights are restored at the end.
 
+Frozen modules (the embeddings, the lowest ``freeze_layers`` blocks) run in eval mode, without
+dropout: they are not trained, so their dropout would only add noise. When the embeddings and
+those blocks are all frozen, their output for an example is the same in every epoch, so ``fit``
+computes it once per example before the first epoch (``MultiTaskClassifier.lower``) and each step
+runs only the blocks above (``upper``): the same result as running the whole network each step,
+for a fraction of the compute (bench/README.md, "Frozen blocks computed once"). The token vectors
+are kept while they fit in ``FROZEN_CACHE_BYTES``; a larger training set runs the whole network.
+
 Reproducible: the same seed, data and initial weights give bit-identical weights on CPU.
 """
 
@@ -25,11 +33,15 @@ from tqdm import tqdm
 from monitor.learn.evaluate import evaluate
 from monitor.learn.losses import IGNORE_INDEX, distillation_loss, masked_cross_entropy
 from monitor.model.batching import Tokenizer, bucketed_batches, collate, encode
-from monitor.model.network import MultiTaskClassifier, freeze
+from monitor.model.network import MultiTaskClassifier, freeze, frozen_modules
 from monitor.model.predictor import resolve_device
 from monitor.records import Example
 
-__all__ = ["EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "anchored_targets", "fit", "label_indices"]
+__all__ = ["FROZEN_CACHE_BYTES", "EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "anchored_targets",
+           "fit", "label_indices"]
+
+#: The most memory the frozen blocks' token vectors of one training set may take (float32).
+FROZEN_CACHE_BYTES = 2 * 1024**3
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,6 +81,9 @@ class TrainConfig:
     max_seconds: float | None = None
     """Wall-clock budget; training stops (and keeps the best weights) when it is spent."""
     eval_batch_size: int = 64
+    cache_frozen: bool = True
+    """Compute the frozen blocks once per example (see the module docstring); False runs them every step
+    (the same result, for comparing the cost)."""
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "max_length": self.max_length}
@@ -161,6 +176,7 @@ def fit(
     model.to(device)
     if cfg.freeze_embeddings or cfg.freeze_layers:
         freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+    still = frozen_modules(model, cfg.freeze_embeddings, cfg.freeze_layers)
 
     ids = encode(tokenizer, [e.text for e in train], cfg.max_length)
     lengths = [len(row) for row in ids]
@@ -172,6 +188,11 @@ def fit(
         targets = anchored_targets(targets, _teacher_logits(anchor, ids, pad_id, device, cfg.eval_batch_size),
                                    (topic_y, sentiment_y))
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
+    below = cfg.freeze_layers if cfg.freeze_embeddings and cfg.cache_frozen else 0  # blocks computed once
+    hidden_size = int(model.encoder.config.hidden_size)
+    if below and sum(lengths) * hidden_size * 4 > FROZEN_CACHE_BYTES:
+        below = 0
+    states = _lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
     if len(distilled) != len(train):
         raise ValueError(f"distill_rows has {len(distilled)} entries for {len(train)} training examples")
 
@@ -187,6 +208,8 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
+        for module in still:
+            module.eval()
         loss_sum, steps = 0.0, 0
         batches = bucketed_batches(lengths, cfg.batch_size, order_rng)
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
@@ -197,9 +220,13 @@ def fit(
             if cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds:
                 stop_reason = "time_budget"
                 break
-            batch = collate(ids, indices, pad_id).to(device)
             rows = torch.tensor(indices)
-            topic_logits, sentiment_logits = model(batch.input_ids, batch.attention_mask)
+            if states is None:
+                batch = collate(ids, indices, pad_id).to(device)
+                topic_logits, sentiment_logits = model(batch.input_ids, batch.attention_mask)
+            else:
+                hidden, mask = _stack(states, indices)
+                topic_logits, sentiment_logits = model.upper(hidden, mask, below)
             loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
@@ -313,6 +340,34 @@ def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], 
         topic[rows], sentiment[rows] = t.float().cpu(), s.float().cpu()
     assert topic is not None and sentiment is not None  # fit refuses an empty training set
     return topic, sentiment
+
+
+@torch.no_grad()
+def _lower_states(model: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+                  layers: int, batch_size: int) -> list[Tensor]:
+    """Each example's token vectors after the embeddings and the lowest ``layers`` (frozen) blocks, in ``ids`` order."""
+    model.eval()
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding
+    states: list[Tensor] = [torch.empty(0)] * len(ids)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        batch = collate(ids, indices, pad_id).to(device)
+        hidden = model.lower(batch.input_ids, batch.attention_mask, layers)
+        for row, i in enumerate(indices):
+            states[i] = hidden[row, : len(ids[i])].clone()
+    return states
+
+
+def _stack(states: Sequence[Tensor], indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The rows ``indices`` of ``states`` right-padded with zeros to the longest, and their attention mask."""
+    width = max(states[i].shape[0] for i in indices)
+    first = states[indices[0]]
+    hidden = first.new_zeros(len(indices), width, first.shape[1])
+    mask = torch.zeros(len(indices), width, dtype=torch.long, device=first.device)
+    for row, i in enumerate(indices):
+        hidden[row, : states[i].shape[0]] = states[i]
+        mask[row, : states[i].shape[0]] = 1
+    return hidden, mask
 
 
 def _param_groups(model: MultiTaskClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:

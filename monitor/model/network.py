@@ -3,6 +3,12 @@
 Both heads read the same pooled sentence vector, so every labelled example (topic-only,
 sentiment-only or both) trains the shared encoder. Heads are a dropout + linear layer:
 the encoder does the work, and a small head keeps forgetting cheap to control.
+
+The forward pass can also run in two parts, ``lower(ids, mask, k)`` (the embeddings and the
+lowest ``k`` blocks) then ``upper(hidden, mask, k)`` (the other blocks, pooling and heads): a
+trainer that freezes the lowest ``k`` blocks computes ``lower`` once per example and only
+``upper`` each epoch (``monitor.learn.trainer``). In eval mode the two parts give ``forward``'s
+logits.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from pathlib import Path
 
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
 
 from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
 
-__all__ = ["MultiTaskClassifier", "freeze", "mean_pool"]
+__all__ = ["MultiTaskClassifier", "freeze", "frozen_modules", "mean_pool"]
 
 
 def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
@@ -72,6 +79,27 @@ class MultiTaskClassifier(nn.Module):
         pooled = self.dropout(mean_pool(hidden, attention_mask))
         return self.topic_head(pooled), self.sentiment_head(pooled)
 
+    def lower(self, input_ids: Tensor, attention_mask: Tensor, layers: int) -> Tensor:
+        """The token vectors after the embeddings and the lowest ``layers`` blocks (``[batch, width, hidden]``)."""
+        hidden = _embeddings(self.encoder)(input_ids=input_ids)
+        return self._blocks(hidden, attention_mask, _encoder_layers(self.encoder)[:layers])
+
+    def upper(self, hidden: Tensor, attention_mask: Tensor, layers: int) -> tuple[Tensor, Tensor]:
+        """``forward`` from the output of :meth:`lower` with the same ``layers``: the other blocks, pooling, heads."""
+        hidden = self._blocks(hidden, attention_mask, _encoder_layers(self.encoder)[layers:])
+        pooled = self.dropout(mean_pool(hidden, attention_mask))
+        return self.topic_head(pooled), self.sentiment_head(pooled)
+
+    def _blocks(self, hidden: Tensor, attention_mask: Tensor, blocks: Sequence[nn.Module]) -> Tensor:
+        if not blocks:
+            return hidden
+        mask = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=hidden,
+                                         attention_mask=attention_mask)
+        for block in blocks:
+            out = block(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
 
 def freeze(model: MultiTaskClassifier, embeddings: bool, layers: int) -> int:
     """Freeze the embeddings and/or the lowest ``layers`` encoder layers; returns the frozen count.
@@ -79,20 +107,21 @@ def freeze(model: MultiTaskClassifier, embeddings: bool, layers: int) -> int:
     Frozen parameters get ``requires_grad=False``: the trainer leaves them out of the optimizer
     and backward stops early, which is both a regulariser against forgetting and a CPU saving.
     """
-    encoder = model.encoder
-    blocks = _encoder_layers(encoder)
-    if layers < 0 or layers > len(blocks):
-        raise ValueError(f"freeze layers must be in 0..{len(blocks)}, got {layers}")
-    modules: list[nn.Module] = list(blocks[:layers])
-    if embeddings:
-        modules.append(_embeddings(encoder))
     frozen = 0
-    for module in modules:
+    for module in frozen_modules(model, embeddings, layers):
         for parameter in module.parameters():
             if parameter.requires_grad:
                 parameter.requires_grad_(False)
                 frozen += parameter.numel()
     return frozen
+
+
+def frozen_modules(model: MultiTaskClassifier, embeddings: bool, layers: int) -> list[nn.Module]:
+    """The modules :func:`freeze` freezes: the lowest ``layers`` blocks, and the embeddings if ``embeddings``."""
+    blocks = _encoder_layers(model.encoder)
+    if layers < 0 or layers > len(blocks):
+        raise ValueError(f"freeze layers must be in 0..{len(blocks)}, got {layers}")
+    return [*blocks[:layers], *([_embeddings(model.encoder)] if embeddings else [])]
 
 
 def _embeddings(encoder: nn.Module) -> nn.Module:

@@ -68,6 +68,23 @@ def test_freeze_embeddings_and_lowest_layers(tiny_backbone: Path) -> None:
         freeze(model, embeddings=False, layers=3)
 
 
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_lower_then_upper_is_the_forward_pass(tiny_backbone: Path, layers: int) -> None:
+    model = _model(tiny_backbone)
+    ids = torch.tensor([[2, 10, 11, 3, 0, 0], [2, 12, 3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        whole = model(ids, mask)
+        hidden = model.lower(ids, mask, layers)
+        parts = model.upper(hidden, mask, layers)
+        # A row's token vectors do not depend on the padding of the batch they were computed in.
+        alone = model.lower(ids[1:, :3], mask[1:, :3], layers)
+    assert hidden.shape == (2, 6, 32)
+    for a, b in zip(parts, whole, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone[0], hidden[1, :3], atol=1e-5, rtol=1e-5)
+
+
 def test_predictor_preserves_order_and_matches_unbatched(tiny_backbone: Path) -> None:
     model = _model(tiny_backbone)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))

@@ -115,6 +115,28 @@ def test_fit_is_reproducible_for_a_seed(tiny_backbone: Path, tokenizer: PreTrain
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_frozen_blocks_run_once_per_example_and_train_as_if_run_every_step(
+    tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    def run(cache: bool) -> tuple[dict[str, torch.Tensor], int, float]:
+        model = _model(tiny_backbone)
+        calls = [0]
+        model.encoder.encoder.layer[0].register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        cfg = TrainConfig(**{**FAST.to_dict(), "freeze_embeddings": True, "freeze_layers": 1, "cache_frozen": cache,
+                             "epochs": 4})
+        teacher = _model(tiny_backbone, seed=1).eval()
+        fitted = fit(model, tokenizer, _data(), [], cfg, teacher=teacher, progress=False)
+        return model.state_dict(), calls[0], fitted.history[-1].train_loss
+
+    cached, cached_calls, cached_loss = run(True)
+    every, every_calls, every_loss = run(False)
+    assert cached_calls == 1  # 12 examples, one batch of 64, before the first epoch
+    assert every_calls == 4 * 3  # 3 batches of 4 in each of 4 epochs
+    assert cached_loss == pytest.approx(every_loss, rel=1e-4)
+    for name in every:
+        torch.testing.assert_close(cached[name], every[name], atol=1e-5, rtol=1e-4)
+
+
 def test_fit_raises_on_nan_loss(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     model = _model(tiny_backbone)
     with torch.no_grad():
