@@ -11,7 +11,7 @@ dropout: they are not trained, so their dropout would only add noise. When the e
 those blocks are all frozen, their output for an example is the same in every epoch, so ``fit``
 computes it once per example before the first epoch (``MultiTaskClassifier.lower``) and each step
 runs only the blocks above (``upper``): the same result as running the whole network each step,
-for a fraction of the compute (bench/README.md, "Frozen blocks computed once"). The token vectors
+for a fraction of the compute (bench/README.md, "Twelfth round"). The token vectors
 are kept while they fit in ``FROZEN_CACHE_BYTES``; a larger training set runs the whole network.
 
 Reproducible: the same seed, data and initial weights give bit-identical weights on CPU.
