@@ -42,7 +42,8 @@ def regime_a_registry(root: Path) -> Path:
     model = MultiTaskClassifier.from_backbone(backbone, TOPICS)
     train = [Example(r["text"], topic=r["topic"], sentiment=r["sentiment"]) for r in rows("A", 700, 1)]
     fit(model, tokenizer, train[:600], train[600:], TrainConfig(epochs=8, batch_size=16, lr_encoder=3e-3,
-                                                                lr_head=1e-2, max_length=16, device="cpu"),
+                                                                lr_head=1e-2, max_length=16, device="cpu",
+                                                                freeze_embeddings=False),
         progress=False)
     registry = ModelRegistry(root / "registry").init()
     meta = CheckpointMeta(version="v-a", parent=None, backbone=str(backbone), topics=TOPICS,
