@@ -545,7 +545,7 @@ def test_a_passed_challenger_is_refit_on_the_whole_window_and_that_model_must_no
     gate = {e.id for e in window if in_gate(e, settings.gate.gate_fraction)}
     judged, refit = ({e.id for e in trained} for _, trained in fits)
     assert gate and not judged & gate and gate <= refit and {e.id for e in window} <= refit
-    assert result.fit["refit"]["promoted"] and result.fit["refit"]["train_examples"] == len(fits[1][1]), result.fit["refit"].get("refused")
+    assert result.fit["refit"]["promoted"] and result.fit["refit"]["train_examples"] == len(fits[1][1])
     assert result.reason.endswith(f"refit on the whole window ({len(window)} new labels)")
     assert torch.equal(weights(registry.path("v-r")), next(fits[1][0].parameters()))
 
