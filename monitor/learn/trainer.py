@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from monitor.learn.evaluate import evaluate
 from monitor.learn.losses import IGNORE_INDEX, distillation_loss, masked_cross_entropy
-from monitor.model.batching import Tokenizer, bucketed_batches, collate, encode
+from monitor.model.batching import Batch, Tokenizer, bucketed_batches, collate, encode
 from monitor.model.network import MultiTaskClassifier, freeze, frozen_modules
 from monitor.model.predictor import resolve_device
 from monitor.records import Example
@@ -188,13 +188,13 @@ def fit(
         targets = anchored_targets(targets, _teacher_logits(anchor, ids, pad_id, device, cfg.eval_batch_size),
                                    (topic_y, sentiment_y))
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
+    if len(distilled) != len(train):
+        raise ValueError(f"distill_rows has {len(distilled)} entries for {len(train)} training examples")
     below = cfg.freeze_layers if cfg.freeze_embeddings and cfg.cache_frozen else 0  # blocks computed once
     hidden_size = int(model.encoder.config.hidden_size)
     if below and sum(lengths) * hidden_size * 4 > FROZEN_CACHE_BYTES:
         below = 0
     states = _lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
-    if len(distilled) != len(train):
-        raise ValueError(f"distill_rows has {len(distilled)} entries for {len(train)} training examples")
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr_head)
@@ -327,12 +327,9 @@ def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], 
                     device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
     """The teacher's (topic, sentiment) logits of every training example, on the CPU, in ``ids`` order."""
     teacher.to(device).eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding
     topic: Tensor | None = None
     sentiment: Tensor | None = None
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        batch = collate(ids, indices, pad_id).to(device)
+    for indices, batch in _by_length(ids, pad_id, device, batch_size):
         t, s = teacher(batch.input_ids, batch.attention_mask)
         if topic is None or sentiment is None:
             topic, sentiment = t.new_zeros(len(ids), t.shape[1]).cpu(), s.new_zeros(len(ids), s.shape[1]).cpu()
@@ -347,15 +344,21 @@ def _lower_states(model: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_
                   layers: int, batch_size: int) -> list[Tensor]:
     """Each example's token vectors after the embeddings and the lowest ``layers`` (frozen) blocks, in ``ids`` order."""
     model.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding
     states: list[Tensor] = [torch.empty(0)] * len(ids)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        batch = collate(ids, indices, pad_id).to(device)
+    for indices, batch in _by_length(ids, pad_id, device, batch_size):
         hidden = model.lower(batch.input_ids, batch.attention_mask, layers)
         for row, i in enumerate(indices):
             states[i] = hidden[row, : len(ids[i])].clone()
     return states
+
+
+def _by_length(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+               batch_size: int) -> Iterator[tuple[list[int], Batch]]:
+    """Batches of ``ids`` in order of length (little padding), with the positions of their rows, on ``device``."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        yield indices, collate(ids, indices, pad_id).to(device)
 
 
 def _stack(states: Sequence[Tensor], indices: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -76,8 +76,7 @@ class MultiTaskClassifier(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        pooled = self.dropout(mean_pool(hidden, attention_mask))
-        return self.topic_head(pooled), self.sentiment_head(pooled)
+        return self._heads(hidden, attention_mask)
 
     def lower(self, input_ids: Tensor, attention_mask: Tensor, layers: int) -> Tensor:
         """The token vectors after the embeddings and the lowest ``layers`` blocks (``[batch, width, hidden]``)."""
@@ -86,7 +85,9 @@ class MultiTaskClassifier(nn.Module):
 
     def upper(self, hidden: Tensor, attention_mask: Tensor, layers: int) -> tuple[Tensor, Tensor]:
         """``forward`` from the output of :meth:`lower` with the same ``layers``: the other blocks, pooling, heads."""
-        hidden = self._blocks(hidden, attention_mask, _encoder_layers(self.encoder)[layers:])
+        return self._heads(self._blocks(hidden, attention_mask, _encoder_layers(self.encoder)[layers:]), attention_mask)
+
+    def _heads(self, hidden: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.dropout(mean_pool(hidden, attention_mask))
         return self.topic_head(pooled), self.sentiment_head(pooled)
 
