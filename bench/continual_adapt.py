@@ -89,7 +89,8 @@ def paired(before: list[int], after: list[int]) -> dict[str, float]:
     mean_d = sum(d) / n
     var = sum((x - mean_d) ** 2 for x in d) / (n - 1)
     return {"n": n, "before": round(sum(before) / n, 4), "after": round(sum(after) / n, 4),
-            "diff": round(mean_d, 4), "se": round(math.sqrt(var / n), 4)}
+            "diff": round(mean_d, 4), "se": round(math.sqrt(var / n), 4),
+            "won": d.count(1), "lost": d.count(-1)}
 
 
 def warm_seed(train: Sequence[Example], per_class: int, seed: int, mix: str = "natural") -> list[Example]:
@@ -205,7 +206,8 @@ def run(recipe: dict[str, Any], split_name: str, seed: int,
     cfg = TrainConfig(epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
                       max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
                       freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
-                      distill_temperature=ts.distill_temperature, device="cpu")
+                      distill_temperature=ts.distill_temperature, device="cpu",
+                      **({"distill_congruent": ts.congruent} if hasattr(ts, "congruent") else {}))
     teacher = serving if ts.method == "replay_distill" else None
     rows = ts.distill_rows(train, replay) if hasattr(ts, "distill_rows") else None
     fitted = fit(model, tokenizer, train, val, cfg, teacher=teacher, progress=False,

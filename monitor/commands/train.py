@@ -68,7 +68,7 @@ _UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("min_replay", int, "fewest replay examples drawn, however few the new examples"),
     ("distill_weight", float, "weight of the distillation from the --from model"),
     ("distill_temperature", float, "distillation temperature"),
-    ("distill_on", str, "examples the distillation covers: replay or all"),
+    ("distill_on", str, "examples the distillation covers: replay, congruent or all"),
 )
 
 
@@ -188,7 +188,8 @@ def _settings(args: argparse.Namespace, parent: LoadedModel | None) -> tuple[Tra
     cfg = TrainConfig(**values, max_length=max_length, freeze_embeddings=freeze_embeddings, seed=args.seed,
                       max_seconds=args.max_seconds, device=args.device,
                       distill_weight=ts.distill_weight if ts else _DEFAULTS.distill_weight,
-                      distill_temperature=ts.distill_temperature if ts else _DEFAULTS.distill_temperature)
+                      distill_temperature=ts.distill_temperature if ts else _DEFAULTS.distill_temperature,
+                      distill_congruent=ts.congruent if ts else False)
     return cfg, ts
 
 

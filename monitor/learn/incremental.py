@@ -340,7 +340,7 @@ def train_challenger(
             epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
             max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
             freeze_layers=ts.freeze_layers, seed=job.seed, distill_weight=ts.distill_weight,
-            distill_temperature=ts.distill_temperature, device=device,
+            distill_temperature=ts.distill_temperature, distill_congruent=ts.congruent, device=device,
             max_seconds=settings.policy.max_training_s,
         )
         teacher = serving if ts.method == "replay_distill" else None

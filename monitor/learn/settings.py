@@ -42,6 +42,8 @@ __all__ = [
 PREFIX = "learning.settings"
 #: Training methods: what a retrain run trains on and how it protects old knowledge.
 METHODS: tuple[str, ...] = ("replay_distill", "replay", "naive")
+#: What the distillation covers (``distill_on``).
+DISTILL_ON: tuple[str, ...] = ("replay", "congruent", "all")
 #: Why method ewc and its settings are gone (docs/continual-learning.md, "EWC (removed)").
 EWC_REMOVED = ("EWC was removed: at no lambda did it beat replay_distill on the domain-adaptation benchmark "
                "(docs/continual-learning.md, 'EWC (removed)'); use method replay_distill")
@@ -172,7 +174,8 @@ class TrainSettings(_Group):
     distill_weight: float = 4.0
     """Weight of the distillation term (with distill_on all, high values resist learning a changed rule)."""
     distill_on: str = "replay"
-    """Examples the distillation covers: replay (only the replayed old ones) or all (LwF: the new ones too)."""
+    """Examples the distillation covers: replay (the replayed old ones), congruent (those, and each new one on the
+    heads the serving model answers right) or all (LwF: every new one too)."""
     distill_anchor: bool = False
     """Distil each example from the serving or the lineage's first model, whichever gives its label more probability."""
     freeze_embeddings: bool = True
@@ -202,8 +205,16 @@ class TrainSettings(_Group):
             return 0
         return max(self.min_replay, round(self.replay_ratio * new_examples))
 
+    @property
+    def congruent(self) -> bool:
+        """Whether ``fit`` also distils the new examples' heads the serving model answers right."""
+        return self.distill_on == "congruent"
+
     def distill_rows(self, train: Sequence[Any], replay: Sequence[Any]) -> list[bool] | None:
         """``fit``'s ``distill_rows`` for ``train``: None (all) or which of them are (by identity) in ``replay``.
+
+        ``congruent`` names the replayed rows too: ``fit`` adds the heads the teacher gets right
+        (``TrainConfig.distill_congruent``, set from ``congruent``).
 
         >>> a, b = object(), object()
         >>> TrainSettings().distill_rows([a, b], [b]), TrainSettings(distill_on="all").distill_rows([a, b], [b])
@@ -217,7 +228,8 @@ class TrainSettings(_Group):
     @model_validator(mode="after")
     def _valid(self) -> TrainSettings:
         _check(self.method != "ewc", "method", EWC_REMOVED)
-        _check(self.distill_on in ("all", "replay"), "distill_on", f"must be all or replay, got {self.distill_on!r}")
+        _check(self.distill_on in DISTILL_ON, "distill_on",
+               f"must be {', '.join(DISTILL_ON[:-1])} or {DISTILL_ON[-1]}, got {self.distill_on!r}")
         _check(self.method in METHODS, "method", f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         _check(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
         _check(self.min_replay >= 0, "min_replay", "must be >= 0")

@@ -38,7 +38,7 @@ from monitor.model.predictor import resolve_device
 from monitor.records import Example
 
 __all__ = ["FROZEN_CACHE_BYTES", "EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "anchored_targets",
-           "fit", "label_indices"]
+           "congruent_rows", "fit", "label_indices"]
 
 #: The most memory the frozen blocks' token vectors of one training set may take (float32).
 FROZEN_CACHE_BYTES = 2 * 1024**3
@@ -76,6 +76,9 @@ class TrainConfig:
     distill_weight: float = 1.0
     """Weight of the distillation term when ``fit`` gets a teacher."""
     distill_temperature: float = 2.0
+    distill_congruent: bool = False
+    """Also distil, on the rows ``distill_rows`` leaves out, each head whose label the teacher already answers
+    right (positive-congruent training, Yan et al. 2021): fewer answers the old model got right are lost."""
     device: str = "auto"
     """"auto" = CUDA when available, else CPU."""
     max_seconds: float | None = None
@@ -190,6 +193,9 @@ def fit(
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
     if len(distilled) != len(train):
         raise ValueError(f"distill_rows has {len(distilled)} entries for {len(train)} training examples")
+    keeps = (distilled, distilled)  # the rows each head (topic, sentiment) distils
+    if targets is not None and cfg.distill_congruent:
+        keeps = congruent_rows(distilled, targets, (topic_y, sentiment_y))
     below = cfg.freeze_layers if cfg.freeze_embeddings and cfg.cache_frozen else 0  # blocks computed once
     hidden_size = int(model.encoder.config.hidden_size)
     if below and sum(lengths) * hidden_size * 4 > FROZEN_CACHE_BYTES:
@@ -230,15 +236,16 @@ def fit(
             loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
-            keep = distilled[rows]
-            if targets is not None and keep.any():
-                keep = keep.to(device)
-                teacher_topic, teacher_sentiment = (t[rows].to(device) for t in targets)
-                distill = distillation_loss(topic_logits[keep], teacher_topic[keep], cfg.distill_temperature)
-                distill = distill + distillation_loss(sentiment_logits[keep], teacher_sentiment[keep],
-                                                      cfg.distill_temperature)
-                # Averaged over the whole batch: each distilled example weighs the same, however many.
-                loss = loss + cfg.distill_weight * distill * (int(keep.sum()) / len(indices))
+            if targets is not None:
+                for logits, teacher_logits, head_keep in zip((topic_logits, sentiment_logits), targets, keeps,
+                                                             strict=True):
+                    keep = head_keep[rows]
+                    if keep.any():
+                        keep = keep.to(device)
+                        distill = distillation_loss(logits[keep], teacher_logits[rows].to(device)[keep],
+                                                    cfg.distill_temperature)
+                        # Averaged over the whole batch: each distilled example weighs the same, however many.
+                        loss = loss + cfg.distill_weight * distill * (int(keep.sum()) / len(indices))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1}")
 
@@ -293,6 +300,24 @@ def fit(
         stop_reason=stop_reason,
         best_epoch=best_epoch,
     )
+
+
+def congruent_rows(distilled: Tensor, targets: tuple[Tensor, Tensor],
+                   labels: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The rows each head distils with ``distill_congruent``: ``distilled``, and those the teacher labels right.
+
+    A new example the old model already answers right is one the update should not lose (a
+    "negative flip"): distilling it there keeps that answer, while the examples it got wrong learn
+    from their labels alone. An unlabelled head of a row adds nothing beyond ``distilled``.
+
+    >>> logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    >>> keep = congruent_rows(torch.tensor([False, False, True]), (logits, logits),
+    ...                       (torch.tensor([0, 1, IGNORE_INDEX]), torch.tensor([IGNORE_INDEX, 0, 0])))
+    >>> [k.tolist() for k in keep]
+    [[True, False, True], [False, True, True]]
+    """
+    topic, sentiment = (distilled | (teacher.argmax(dim=-1) == y) for teacher, y in zip(targets, labels, strict=True))
+    return topic, sentiment
 
 
 @torch.no_grad()

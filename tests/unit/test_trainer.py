@@ -179,6 +179,31 @@ def test_fit_with_teacher_forgets_less(tiny_backbone: Path, tokenizer: PreTraine
     assert run(teacher=True) < run(teacher=False) / 2
 
 
+def test_congruent_distillation_covers_the_heads_the_teacher_gets_right(tiny_backbone: Path,
+                                                                         tokenizer: PreTrainedTokenizerBase) -> None:
+    """distill_congruent, no row named: labels the teacher always misses = no teacher; labels it gets = distilled."""
+    cfg = TrainConfig(**{**FAST.to_dict(), "distill_weight": 50.0, "distill_congruent": True})
+    start = _model(tiny_backbone).eval()
+    batch = tokenizer([e.text for e in _data()], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        topic_guess, sentiment_guess = (logits.argmax(dim=-1).tolist() for logits in start(**batch))
+
+    def relabelled(shift: int) -> list[Example]:  # shift 0: the teacher's answers; 1: never its answers
+        return [Example(e.text, topic=start.topics[(t + shift) % len(start.topics)],
+                        sentiment=start.sentiments[(s + shift) % len(start.sentiments)])
+                for e, t, s in zip(_data(), topic_guess, sentiment_guess, strict=True)]
+
+    def weights(data: list[Example], teacher: bool) -> list[torch.Tensor]:
+        model = copy.deepcopy(start)
+        fit(model, tokenizer, data, [], cfg, teacher=copy.deepcopy(start).eval() if teacher else None,
+            distill_rows=[False] * len(data), progress=False)
+        return [p.detach().clone() for p in model.parameters()]
+
+    wrong, right = relabelled(1), relabelled(0)
+    assert all(torch.equal(a, b) for a, b in zip(weights(wrong, True), weights(wrong, False), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(right, True), weights(right, False), strict=True))
+
+
 def test_distill_rows_limit_the_distillation_to_the_rows_named(tiny_backbone: Path,
                                                                tokenizer: PreTrainedTokenizerBase) -> None:
     """No row distilled = no teacher at all (bit for bit); some rows distilled = a different model."""

@@ -188,7 +188,7 @@ def test_train_refuses_what_would_silently_start_from_random(trained: Path, tiny
     assert main([*args, "--from", str(trained), "--distill-weight", "-1"]) == 2
     assert "distill_weight" in capsys.readouterr().err
     assert main([*args, "--from", str(trained), "--distill-on", "new"]) == 2
-    assert "distill_on: must be all or replay, got 'new'" in capsys.readouterr().err
+    assert "distill_on: must be replay, congruent or all, got 'new'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
