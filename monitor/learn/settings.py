@@ -180,8 +180,8 @@ class TrainSettings(_Group):
     """Distil each example from the serving or the lineage's first model, whichever gives its label more probability."""
     freeze_embeddings: bool = True
     """Freeze the token embeddings while retraining."""
-    freeze_layers: int = 4
-    """Freeze the lowest N encoder layers while retraining (at most the model's layer count: 4 of MiniLM's 6)."""
+    freeze_layers: int = 3
+    """Freeze the lowest N encoder layers while retraining (at most the model's layer count: 3 of MiniLM's 6)."""
     epochs: int = 8
     """Passes over the training set (early stopping may end sooner)."""
     batch_size: int = 16
