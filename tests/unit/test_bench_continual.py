@@ -64,6 +64,23 @@ def test_metrics_refuse_a_matrix_with_a_seen_phase_missing() -> None:
         average_accuracy([[0.9, None]])
 
 
+def test_targets_are_the_issue_s_accuracy_forgetting_and_last_update_time_limits() -> None:
+    def method(acc: float, forget: float, last: float | None) -> dict[str, Any]:
+        return {"average_accuracy": acc, "forgetting": forget, "last_update_vs_joint": last,
+                "time_vs_joint": 1.0, "examples_vs_joint": 1.0}
+
+    verdicts = {t["target"].split(" ")[1]: t["met"] for t in continual.targets(
+        "b", {"replay_distill": method(0.775, 0.021, 0.2), "joint": method(0.80, 0.05, 1.0)}, phases=4)}
+    assert verdicts == {"average": True, "forgetting": False, "last": True}
+    verdicts = {t["target"].split(" ")[1]: t["met"] for t in continual.targets(
+        "b", {"replay_distill": method(0.765, 0.0, 0.3), "joint": method(0.80, 0.05, 1.0)}, phases=4)}
+    assert verdicts == {"average": False, "forgetting": True, "last": False}
+    # Fewer than 4 phases: the time target does not apply.
+    names = [t["target"] for t in continual.targets(
+        "a", {"replay_distill": method(0.8, 0.0, 5.0), "joint": method(0.8, 0.0, 1.0)}, phases=2)]
+    assert not any("time" in n for n in names)
+
+
 def test_sizes_scale_every_count_but_the_number_of_chunks() -> None:
     half = Sizes().scaled(0.5)
     assert (half.news_stream, half.topic_test, half.chunks) == (125, 20, 8)
