@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from monitor.config import KafkaConfig
@@ -35,6 +41,10 @@ from monitor.stream.group import resume_stalled_join
 __all__ = ["KafkaSource", "RawMessage", "SourceError"]
 
 log = logging.getLogger(__name__)
+
+
+LOST_TO_REBALANCE = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+"""Commit errors that mean the group moved on: the partitions may be gone; poll to rejoin."""
 
 
 class SourceError(RuntimeError):
@@ -146,7 +156,8 @@ class KafkaSource:
         """Commit the offsets after ``messages``; False if a rebalance took the partitions away.
 
         Losing a commit to a rebalance is safe: the new owner re-reads those messages
-        (at-least-once, duplicates possible, nothing lost).
+        (at-least-once, duplicates possible, nothing lost). A rebalance in progress is such a loss,
+        not an outage: only the next ``poll()`` completes it, so retrying the commit would wait forever.
         """
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for m in messages:
@@ -157,7 +168,7 @@ class KafkaSource:
             return True
         try:
             self._consumer.commit(offsets=offsets, timeout_ms=self._commit_timeout_ms)
-        except CommitFailedError as err:
+        except LOST_TO_REBALANCE as err:
             log.warning("offset commit lost to a rebalance; those messages will be re-read: %s", err)
             return False
         except KafkaError as err:  # coordinator unreachable, request timed out: retriable by the caller

@@ -1,4 +1,5 @@
-"""A leader's rejoin after a metadata change finishes (monitor.stream.group), on the real broker."""
+"""A leader's rejoin after a metadata change finishes (monitor.stream.group), on the real broker; a commit
+made while its member is rebalancing is lost to the rebalance, not retried as an outage (monitor.stream.source)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
+from monitor.config import KafkaConfig
 from monitor.stream.group import resume_stalled_join
+from monitor.stream.source import KafkaSource, RawMessage
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +53,16 @@ def test_a_leader_that_rejoins_for_a_new_partition_gets_its_assignment(kafka_bro
     admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1)])
     leader, heard = member(kafka_broker.bootstrap, topic, topic)
+    deadline = time.monotonic() + 30
+    while not heard.assigned:  # alone in the group first: it leads, and holds the partition
+        assert time.monotonic() < deadline, "the first member never got the partition"
+        poll(leader)
     # a second member that stops polling: the group waits for it (up to its 3 s rebalance timeout) at the next rebalance
     slow, heard_slow = member(kafka_broker.bootstrap, topic, topic, max_poll_interval_ms=3000)
     try:
         deadline = time.monotonic() + 30
         while not (heard.assigned and heard_slow.assigned is not None):
-            assert time.monotonic() < deadline, "the two members never settled"
+            assert time.monotonic() < deadline, f"never settled: {heard.assigned}, {heard_slow.assigned}"
             poll(leader)
             poll(slow)
         assert heard.assigned == {TopicPartition(topic, 0)}  # the first member, and the sticky assignor kept it there
@@ -67,4 +74,54 @@ def test_a_leader_that_rejoins_for_a_new_partition_gets_its_assignment(kafka_bro
     finally:
         leader.close(autocommit=False)
         slow.close(autocommit=False)
+        admin.close()
+
+
+def test_a_commit_during_the_members_own_rebalance_is_given_up_and_the_next_poll_rejoins(kafka_broker: Any) -> None:
+    """Seen in the scale-out test: two replicas whose first batch ended mid-rejoin retried its commit for
+    minutes ("broker unreachable"), never polling again, so the rejoin never finished and their partitions
+    went unread. The commit must give up (the batch is re-read by whoever owns it next) and polling resume."""
+    topic = f"rejoin-commit-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    for i in range(50):
+        producer.send(topic, f"m{i}".encode(), partition=0)
+    producer.flush()
+    config = KafkaConfig(bootstrap_servers=kafka_broker.bootstrap, group_id=topic, group_instance_id=None,
+                         session_timeout_ms=6000, heartbeat_interval_ms=1000)
+
+    def consumer(*topics: str, **options: Any) -> KafkaConsumer:
+        return KafkaConsumer(*topics, **{**options, "metadata_max_age_ms": 1000,
+                                         "partition_assignment_strategy": [StickyPartitionAssignor]})
+
+    source = KafkaSource(config, [topic], consumer_factory=consumer)
+    coordinator = source._consumer._coordinator  # the client's group state: what the race depends on
+    read: list[RawMessage] = []
+    deadline = time.monotonic() + 30
+    while not read:  # alone in the group first: it leads, and reads the partition
+        assert time.monotonic() < deadline, "the source never read its partition"
+        read += source.next_batch(100, 200)
+    slow, heard_slow = member(kafka_broker.bootstrap, topic, topic, max_poll_interval_ms=3000)
+    try:
+        deadline = time.monotonic() + 30
+        while heard_slow.assigned is None:
+            assert time.monotonic() < deadline, "the second member never joined"
+            read += source.next_batch(100, 200)
+            poll(slow)
+        admin.create_partitions({topic: NewPartitions(2)})  # the source's member rejoins
+        deadline = time.monotonic() + 25
+        while not coordinator.rebalance_in_progress():
+            assert time.monotonic() < deadline, "the member never began to rejoin"
+            source.next_batch(100, 200)
+        assert source.commit(read) is False  # lost to the rebalance: no error, no retry
+        deadline = time.monotonic() + 25
+        while coordinator.rebalance_in_progress():  # only polling finishes the rejoin
+            assert time.monotonic() < deadline, "the rejoin never finished"
+            source.next_batch(100, 200)
+        assert source.commit(read) is True
+    finally:
+        source.close()
+        slow.close(autocommit=False)
+        producer.close()
         admin.close()
