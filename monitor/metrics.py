@@ -63,6 +63,8 @@ class Metrics:
                                  namespace=NS, registry=r)
         self.dead_lettered = Counter("messages_dead_lettered", "Messages sent to the dead-letter topic.",
                                      ["reason"], namespace=NS, registry=r)
+        self.duplicates_skipped = Counter("duplicates_skipped", "Results the analytics owner had already counted "
+                                          "(an item published twice), skipped.", namespace=NS, registry=r)
         self.batch_size = Histogram("batch_size_messages", "Messages per classified micro-batch.",
                                     namespace=NS, registry=r, buckets=_BATCH_BUCKETS)
         self.stage_latency = Histogram("stage_latency_seconds", "Time per batch spent in each stage.",

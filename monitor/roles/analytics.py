@@ -11,8 +11,14 @@ what was committed before is fed to the windows again with its alerts suppressed
 published before the restart), so a surge raises one alert, once — the alert id is derived
 from the key and the event time it was raised at, so the rebuilt state names the same alert.
 
+Results are at-least-once: an item re-read after a lost commit or a kill is published twice,
+possibly by two replicas. Counted twice, such duplicates bias a topic's share (a burst of early
+items counted again raised a false surge in the scale-out test), so each id counts once: the owner
+remembers the last ``RECENT_IDS`` ids it counted and skips the others
+(``monitor_duplicates_skipped_total``).
+
 Order of one batch (at-least-once): poll -> decode each prediction (an undecodable record is
-dead-lettered) -> advance the watermark, windows and surge checks item by item -> send the
+dead-lettered) -> skip an id already counted -> advance the watermark, windows and surge checks item by item -> send the
 alerts -> flush -> commit.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -58,6 +65,29 @@ def decode_prediction(raw: bytes | None) -> tuple[str, float, str, tuple[str, ..
         raise PredictionError(f"{type(err).__name__}: {err}") from err
 
 
+RECENT_IDS = 200_000
+"""Ids remembered for de-duplication: hours of a busy feed, far more than one rebalance re-reads."""
+
+
+class RecentIds:
+    """The last ``size`` ids seen, for telling a first result from a re-published one."""
+
+    def __init__(self, size: int = RECENT_IDS) -> None:
+        self.size = size
+        self._order: deque[str] = deque()
+        self._seen: set[str] = set()
+
+    def first_time(self, item_id: str) -> bool:
+        """True the first time ``item_id`` is offered (among the last ``size`` ids), False after."""
+        if item_id in self._seen:
+            return False
+        self._seen.add(item_id)
+        self._order.append(item_id)
+        if len(self._order) > self.size:
+            self._seen.discard(self._order.popleft())
+        return True
+
+
 class AnalyticsOwner(OwnerLoop):
     """Alerts and the sentiment index of the whole prediction stream; ``run()`` until ``stop()``."""
 
@@ -68,6 +98,7 @@ class AnalyticsOwner(OwnerLoop):
         self.tracker = SurgeTracker(SurgeDetector(config.alerts), config.metrics.watch_tickers,
                                     SentimentTrends(config.metrics.windows_seconds))
         self.rebuilt = 0
+        self.recent = RecentIds()
 
     def handle(self, messages: Sequence[RawMessage]) -> list[Alert]:
         """One batch, in the order of the module docstring; returns the alerts sent."""
@@ -78,6 +109,9 @@ class AnalyticsOwner(OwnerLoop):
             except PredictionError as err:
                 self.sink.dead_letter(msg, "invalid_json", f"not a prediction: {err}")
                 self.metrics.dead_lettered.labels(reason="invalid_json").inc()
+                continue
+            if not self.recent.first_time(item_id):
+                self.metrics.duplicates_skipped.inc()
                 continue
             alerts = self.tracker.add(at, topic, tickers, sentiment, item_id, version)
             if self.source.replayed(msg):

@@ -121,6 +121,20 @@ def test_a_restarted_analytics_owner_rebuilds_its_windows_and_alerts_once() -> N
     assert second.alerts[0].alert_id == sink.alerts[0].alert_id and after.rebuilt == crash
 
 
+def test_a_result_published_twice_counts_once_in_the_windows_and_alerts() -> None:
+    messages = surge_stream()
+    once, sink_once = owner(resume=0)
+    run(once, messages)
+    # A replica re-read the first 60 s after a lost commit and published them again, mid-surge:
+    # the copies come later in the result stream, under new offsets.
+    copies = [message("predictions", len(messages) + i, m.value) for i, m in enumerate(messages[:60])]
+    twice, sink_twice = owner(resume=0)
+    run(twice, messages[:100] + copies + messages[100:])
+    assert twice.metrics.registry.get_sample_value("monitor_duplicates_skipped_total") == 60
+    assert twice.tracker.snapshot() == once.tracker.snapshot()
+    assert [(a.state, a.at) for a in sink_twice.alerts] == [(a.state, a.at) for a in sink_once.alerts]
+
+
 def test_an_undecodable_prediction_is_dead_lettered_and_the_rest_counted() -> None:
     analytics, sink = owner(resume=0)
     analytics.handle([message("predictions", 0, b"{not json"), *surge_stream()[:5]])
