@@ -18,8 +18,8 @@ remembers the last ``RECENT_IDS`` ids it counted and skips the others
 (``monitor_duplicates_skipped_total``).
 
 Order of one batch (at-least-once): poll -> decode each prediction (an undecodable record is
-dead-lettered) -> skip an id already counted -> advance the watermark, windows and surge checks item by item -> send the
-alerts -> flush -> commit.
+dead-lettered) -> skip an id already counted -> advance the watermark, windows and surge checks
+item by item -> send the alerts -> flush -> commit.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -74,17 +74,15 @@ class RecentIds:
 
     def __init__(self, size: int = RECENT_IDS) -> None:
         self.size = size
-        self._order: deque[str] = deque()
-        self._seen: set[str] = set()
+        self._seen: OrderedDict[str, None] = OrderedDict()  # oldest first
 
     def first_time(self, item_id: str) -> bool:
         """True the first time ``item_id`` is offered (among the last ``size`` ids), False after."""
         if item_id in self._seen:
             return False
-        self._seen.add(item_id)
-        self._order.append(item_id)
-        if len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
+        self._seen[item_id] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
         return True
 
 
