@@ -18,7 +18,9 @@
    ``keep_rejected: true``, which keeps refused challengers in ``<registry>/rejected/`` and
    changes no decision.
 4. ``--agreement FILE``: no replay; the table of the gate's verdicts against the held-out data
-   over every run recorded in FILE (see ``agreement``).
+   over every run recorded in FILE (see ``agreement``). ``--table FILE``: no replay; each variant's
+   gap recovered and tweet loss per label sample, and the gate sets' discordance against the
+   held-out data's (see ``table``).
 
     MONITOR_SHARED_DATA=/work/shared/data nice -n 10 .venv/bin/python bench/adapt_replay.py --seeds 0 1 2
 
@@ -203,6 +205,45 @@ def agreement(rows: list[dict[str, Any]]) -> str:
                                if unscored else "")
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """One line a variant (and split): the gap recovered and the tweet-sentiment change per label sample, their means
+    (with the gap's standard error over samples), the worst loss, how many samples lose at most 1 point, promotions.
+
+    Then the gate's discordant answers pooled over every scored run against the held-out data's for the same
+    challengers: a gate set that is only small splits its discordant answers as the held-out set does.
+    """
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("variant", ""), r["split"]), []).append(r)
+    lines = ["| variant | split | seeds | gap recovered per seed | mean (se) | tweet sentiment (pt) per seed | mean | "
+             "worst | within 1 pt | promoted |", "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
+    for (variant, split), group in groups.items():
+        group = sorted(group, key=lambda r: r["seed"])
+        gaps = [float(r["gap_recovered"]) for r in group]
+        tweets = [100 * r["forgetting"]["tweets_sentiment"]["diff"] for r in group]
+        se = statistics.stdev(gaps) / len(gaps) ** 0.5 if len(gaps) > 1 else float("nan")
+        runs = [run_ for r in group for run_ in r["runs"]]
+        lines.append(f"| {variant or '-'} | {split} | {' '.join(str(r['seed']) for r in group)} | "
+                     f"{' '.join(f'{g:.3f}' for g in gaps)} | {statistics.mean(gaps):.2f} ({se:.2f}) | "
+                     f"{' '.join(f'{t:+.1f}' for t in tweets)} | {statistics.mean(tweets):+.1f} | {min(tweets):+.1f} | "
+                     f"{sum(t >= -1.0 for t in tweets)} of {len(tweets)} | "
+                     f"{sum(run_['event'] == 'promoted' for run_ in runs)} of {len(runs)} |")
+    pairs = [(run_["gate"], run_["held_out"]["new_domain"]) for r in rows for run_ in r["runs"]
+             if run_.get("held_out") and "won" in run_["held_out"]["new_domain"] and run_.get("gate")
+             and run_["gate"].get("challenger_only") is not None and not run_["gate"].get("shadow_answers")]
+    if pairs:
+        gate = [sum(g["challenger_only"] for g, _ in pairs), sum(g["serving_only"] for g, _ in pairs),
+                sum(g["recent_answers"] for g, _ in pairs)]
+        held = [sum(h["won"] for _, h in pairs), sum(h["lost"] for _, h in pairs), sum(h["n"] for _, h in pairs)]
+        lines.append("")
+        for name, (won, lost, n) in (("gate sets", gate), ("held-out new domain", held)):
+            lines.append(f"{name} of {len(pairs)} runs: {won} won, {lost} lost of {n} answers "
+                         f"({won / n:.1%} / {lost / n:.1%}); won {won / max(1, won + lost):.0%} of the discordant")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -220,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep registries and replays here (default: a temp dir)")
     parser.add_argument("--agreement", type=Path, help="print the gate-vs-held-out table of the runs in this "
                         "JSONL file (--variant: only its rows) and exit")
-    parser.add_argument("--variant", default="", help="a tag stored in each row written; with --agreement, only the "
-                        "rows whose variant contains it")
+    parser.add_argument("--table", type=Path, help="print the per-variant results of the rows in this JSONL file "
+                        "(--variant: only those whose variant contains it) and the gate's discordance against the "
+                        "held-out data's, and exit")
+    parser.add_argument("--variant", default="", help="a tag stored in each row written; with --agreement or --table, "
+                        "only the rows whose variant contains it")
     args = parser.parse_args(argv)
-    if args.agreement is not None:
-        rows = [json.loads(line) for line in args.agreement.read_text(encoding="utf-8").splitlines() if line]
-        print(agreement([r for r in rows if args.variant in r.get("variant", "")]))
-        return 0
+    for path, show in ((args.agreement, agreement), (args.table, table)):
+        if path is not None:
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+            print(show([r for r in rows if args.variant in r.get("variant", "")]))
+            return 0
     if not data_dir().is_dir():
         print("../shared/data not found (set MONITOR_SHARED_DATA): nothing to do")
         return 0

@@ -219,6 +219,25 @@ def test_the_gate_verdicts_are_read_against_the_held_out_data() -> None:
     assert table[-1].startswith("(1 runs without held-out scores")
 
 
+def test_the_replay_table_summarises_each_variant_and_the_gate_s_discordance() -> None:
+    from adapt_replay import table
+
+    def row(seed: int, gap: float, tweets: float, events: list[str], variant: str = "a") -> dict:
+        gate = {"challenger_only": 6, "serving_only": 2, "recent_answers": 50}
+        runs = [{**_run(event, "", (0.04, 0.01)), "gate": gate} for event in events]
+        for run_ in runs:
+            run_["held_out"]["new_domain"].update(won=90, lost=30, n=1000)
+        return {"variant": variant, "split": "tune", "seed": seed, "gap_recovered": gap, "runs": runs,
+                "forgetting": {"tweets_sentiment": {"diff": tweets}}}
+
+    lines = table([row(1, 0.6, -0.012, ["rejected", "promoted"]), row(0, 0.2, 0.004, ["promoted"]),
+                   row(0, 0.0, 0.0, [], variant="b")]).splitlines()
+    assert lines[2] == ("| a | tune | 0 1 | 0.200 0.600 | 0.40 (0.20) | +0.4 -1.2 | -0.4 | -1.2 | 1 of 2 | 2 of 3 |")
+    assert lines[3].startswith("| b | tune | 0 | 0.000 | 0.00 (nan) |")
+    assert lines[-2] == "gate sets of 3 runs: 18 won, 6 lost of 150 answers (12.0% / 4.0%); won 75% of the discordant"
+    assert lines[-1].startswith("held-out new domain of 3 runs: 270 won, 90 lost of 3000 answers")
+
+
 # --- the demo feed (sample_data/generate.py) -----------------------------------------------------------------
 FLIPS = {"rate cut": "negative", "cuts rates": "negative", "restructuring": "positive", "to fund AI": "positive",
          "to double AI": "positive"}
