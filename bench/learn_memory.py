@@ -2,14 +2,18 @@
 
 A learning replay (``monitor replay --learn``) of ``--labels`` PhraseBank stream sentences through the
 served Twitter model (``var/bench/twitter_base``, bench/README.md), with a policy that starts a run
-every ``--every`` labels (1 epoch each), run in alternation as shipped and with the allocator trim
-after each run switched off (the baseline: ``monitor.learn.memory`` before the fix). The process's
-resident memory is sampled every second; printed per variant: before the first run, the lowest
-between the last two runs (what the process keeps), the peak, and the growth each keeps. Needs
+every ``--every`` labels (1 epoch each), run in alternation as shipped and as a baseline from before
+a fix (``--baseline``): ``no-trim`` switches off the allocator trim after each run
+(``monitor.learn.memory`` before 0c2bce9); ``teacher-graph`` computes the distillation teacher's
+logits with autograd on, as ``fit`` did before session 18, which held every training example's
+activations for the whole run. The process's resident memory is sampled every second; printed per
+variant: before the first run, the lowest between the last two runs (what the process keeps), the
+peak, and the growth each keeps. Needs
 ``../shared/data`` (``$MONITOR_SHARED_DATA``) and the served model; exits 0 with a message when
 either is missing.
 
     MONITOR_SHARED_DATA=/work/shared/data .venv/bin/python bench/learn_memory.py   # about 8 minutes
+    MONITOR_SHARED_DATA=/work/shared/data .venv/bin/python bench/learn_memory.py --baseline teacher-graph
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ from continual_domain_data import data_dir
 
 from monitor.learn.warmstart import SEED_FILE
 
-#: ``monitor replay`` in a fresh interpreter, optionally with the trim after each run switched off.
-LAUNCH = ("import sys; import monitor.learn.memory as m\n"
-          "if sys.argv.pop(1) == 'off': m._TRIM = None\n"
+#: ``monitor replay`` in a fresh interpreter, as shipped ("shipped") or as one of the baselines.
+LAUNCH = ("import sys, torch; import monitor.learn.memory as m, monitor.learn.trainer as t\n"
+          "variant = sys.argv.pop(1)\n"
+          "if variant == 'no-trim': m._TRIM = None\n"
+          "if variant == 'teacher-graph': t._teacher_logits = torch.enable_grad()(t._teacher_logits.__wrapped__)\n"
           "from monitor.cli import main; sys.exit(main(sys.argv[1:]))")
+BASELINES = ("no-trim", "teacher-graph")
 
 
 def rss_kb(pid: int) -> int | None:
@@ -45,22 +52,22 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
-def replay(work: Path, trim: bool, args: argparse.Namespace) -> dict[str, float]:
+def replay(work: Path, variant: str, args: argparse.Namespace) -> dict[str, float]:
     """One learning replay; resident memory (MB) before the first run, kept after the runs, and at peak."""
-    tag = "trim" if trim else "baseline"
+    tag = variant
     registry, out, config = work / f"registry-{tag}", work / f"out-{tag}", work / f"config-{tag}.yaml"
     monitor = str(Path(sys.executable).with_name("monitor"))
     subprocess.run([monitor, "model", "--registry", str(registry), "add", str(BASE), "--promote"], check=True,
                    capture_output=True)
     settings = {"min_new_labels": args.every, "retrain_every_labels": args.every, "min_gate_examples": 5,
-                "floor_labels": 20, "epochs": 1, "cooldown_s": 0}
+                "floor_labels": 20, "epochs": args.epochs, "cooldown_s": 0}
     config.write_text(f"model:\n  path: {registry}\nlearning:\n  enabled: true\n  settings:\n"
                       + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in settings.items()), encoding="utf-8")
     feed_path = work / "feed.jsonl"
     feed(feed_path, args.labels, 0, 120.0, 600.0)
     log_path = work / f"{tag}.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "on" if trim else "off", "replay", str(feed_path),
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, variant, "replay", str(feed_path),
                                  "--config", str(config), "--out", str(out), "--learn", "--no-progress",
                                  "--format", "csv"], stdout=log, stderr=subprocess.STDOUT)
     samples: list[tuple[int, int]] = []  # (runs started so far, resident kB)
@@ -90,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=300, help="labelled sentences replayed (default 300)")
     parser.add_argument("--every", type=int, default=40, help="a training run every N labels (default 40)")
-    parser.add_argument("--rounds", type=int, default=1, help="baseline/trim pairs, alternating (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="baseline/shipped pairs, alternating (default 1)")
+    parser.add_argument("--baseline", choices=BASELINES, default="no-trim",
+                        help="what the shipped loop is compared with (default no-trim)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of each run (default 1)")
     args = parser.parse_args(argv)
     if not data_dir().is_dir() or not (BASE / SEED_FILE).is_file():
         print(f"shared data ({data_dir()}) or the served model ({BASE}) missing: skipped")
@@ -98,21 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="learn-memory-") as tmp:
         for i in range(args.rounds):
-            for trim in (False, True):
-                work = Path(tmp) / f"{i}-{trim}"
+            for variant in (args.baseline, "shipped"):
+                work = Path(tmp) / f"{i}-{variant}"
                 work.mkdir()
-                row = {"trim": trim, **replay(work, trim, args)}
+                row = {"variant": variant, **replay(work, variant, args)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print("| allocator trim after a run | runs | before the first run | kept after the runs | peak |")
+    print("| learning loop | runs | before the first run | kept after the runs | peak |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {'yes (shipped)' if r['trim'] else 'no (baseline)'} | {r['runs']} | {r['before_mb']:.0f} MB | "
-              f"{r['kept_mb']:.0f} MB | {r['peak_mb']:.0f} MB |")
-    base = [r["kept_mb"] - r["before_mb"] for r in rows if not r["trim"]]
-    fixed = [r["kept_mb"] - r["before_mb"] for r in rows if r["trim"]]
-    if base and fixed:
-        print(f"growth kept: baseline {sum(base) / len(base):.0f} MB, trim {sum(fixed) / len(fixed):.0f} MB")
+        print(f"| {r['variant']} | {r['runs']} | {r['before_mb']:.0f} MB | {r['kept_mb']:.0f} MB "
+              f"| {r['peak_mb']:.0f} MB |")
+    for key, what in (("kept_mb", "growth kept"), ("peak_mb", "peak")):
+        base = [r[key] - (r["before_mb"] if key == "kept_mb" else 0) for r in rows if r["variant"] != "shipped"]
+        fixed = [r[key] - (r["before_mb"] if key == "kept_mb" else 0) for r in rows if r["variant"] == "shipped"]
+        if base and fixed:
+            b, f = sum(base) / len(base), sum(fixed) / len(fixed)
+            print(f"{what}: {args.baseline} {b:.0f} MB, shipped {f:.0f} MB (ratio {f / b:.2f})")
     return 0
 
 

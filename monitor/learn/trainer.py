@@ -348,6 +348,7 @@ def anchored_targets(teacher: tuple[Tensor, Tensor], anchor: tuple[Tensor, Tenso
     return tuple(torch.where(use_anchor[:, None], a, t) for t, a in zip(teacher, anchor, strict=True))  # type: ignore[return-value]
 
 
+@torch.no_grad()  # the targets are constants: a graph here would hold every example's activations
 def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int,
                     device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
     """The teacher's (topic, sentiment) logits of every training example, on the CPU, in ``ids`` order."""
