@@ -9,7 +9,12 @@ right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answe
   trained on, plus the holdout's labels of the same time span), McNemar's exact test,
   one-sided, mid-p: ``p = P(X > c) + P(X = c) / 2`` for ``X ~ Binomial(b + c, 1/2)``. The
   challenger is better when ``p <= 1 - confidence`` and the observed improvement
-  ``(c - b) / n`` is at least ``min_improvement``.
+  ``(c - b) / n`` is at least ``min_improvement``. With ``better_test: probability`` the p-value
+  is instead that of the paired mean **gain in the probability of the true label** (challenger
+  minus serving, per answer; ``gain_test``): every answer has a say, not only the discordant
+  ones, and with labels only it is the z-test of the paired accuracy difference. The observed
+  accuracy improvement must still be at least ``min_improvement``, and the challenger must win
+  more answers than it loses (a model only more confident in the same answers is not better).
 - **Not forgetting?** On the replay holdout (seeded with the old domain's data when the model
   entered the registry, then a share of the stream), the accuracy loss ``(b - c) / n`` has a
   one-sided upper confidence bound (Newcombe's hybrid score interval for paired proportions,
@@ -33,14 +38,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 from monitor.learn.settings import GateSettings
 from monitor.records import Example
 
-__all__ = ["Paired", "Verdict", "judge", "mcnemar_midp", "paired", "paired_interval", "wilson"]
+__all__ = ["Answer", "Paired", "Verdict", "gain_test", "judge", "mcnemar_midp", "paired", "paired_interval", "wilson"]
+
+
+class Answer(NamedTuple):
+    """One model's answer to one example: its labels and, when known, its probabilities of every label."""
+
+    topic: str | None
+    sentiment: str | None
+    topic_probs: Mapping[str, float] | None = None
+    sentiment_probs: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,18 @@ class Paired:
     challenger_only: int = 0
     """c: the challenger right, the serving model wrong."""
     neither: int = 0
+    gain_sum: float | None = field(default=None, repr=False, compare=False)
+    """Sum over the answers of the challenger's minus the serving model's probability of the true label
+    (None: only correctness is known, and the gain of an answer is its correctness difference, -1, 0 or 1)."""
+    gain_squares: float | None = field(default=None, repr=False, compare=False)
+    """Sum of the squares of those per-answer gains."""
+
+    @property
+    def gains(self) -> tuple[float, float]:
+        """``(sum, sum of squares)`` of the per-answer gains (from correctness when no probabilities were given)."""
+        if self.gain_sum is None or self.gain_squares is None:
+            return float(self.challenger_only - self.serving_only), float(self.challenger_only + self.serving_only)
+        return self.gain_sum, self.gain_squares
 
     @property
     def n(self) -> int:
@@ -72,25 +98,47 @@ class Paired:
         return (self.serving_only - self.challenger_only) / self.n if self.n else 0.0
 
     def __add__(self, other: Paired) -> Paired:
+        (s1, q1), (s2, q2) = self.gains, other.gains
         return Paired(self.both + other.both, self.serving_only + other.serving_only,
-                      self.challenger_only + other.challenger_only, self.neither + other.neither)
+                      self.challenger_only + other.challenger_only, self.neither + other.neither, s1 + s2, q1 + q2)
 
 
-def paired(examples: Sequence[Example], serving: Sequence[tuple[str, str]],
-           challenger: Sequence[tuple[str, str]]) -> Paired:
-    """Count the labelled answers; the predictions are (topic, sentiment) per example, in order.
+def _true_probability(probs: Mapping[str, float] | None, guess: str | None, truth: str) -> float:
+    if probs is None:  # labels only: the answer's probability of the truth is its correctness
+        return float(guess == truth)
+    return probs.get(truth, 0.0)
+
+
+def paired(examples: Sequence[Example], serving: Sequence[tuple[str, str] | Answer],
+           challenger: Sequence[tuple[str, str] | Answer]) -> Paired:
+    """Count the labelled answers; the predictions are (topic, sentiment) or ``Answer`` per example, in order.
+
+    With ``Answer``s that carry probabilities, each answer's gain is the difference of the two
+    models' probabilities of the true label; with labels only, the difference of their correctness.
 
     >>> truth = [Example("a", topic="A", sentiment="positive"), Example("b", sentiment="negative")]
     >>> paired(truth, [("A", "negative"), ("T", "negative")], [("B", "positive"), ("T", "negative")])
     Paired(both=1, serving_only=1, challenger_only=1, neither=0)
+    >>> soft = paired(truth[1:], [Answer("T", "negative", None, {"negative": 0.6, "neutral": 0.4})],
+    ...               [Answer("T", "negative", None, {"negative": 0.9, "neutral": 0.1})])
+    >>> soft, round(soft.gains[0], 3)
+    (Paired(both=1, serving_only=0, challenger_only=0, neither=0), 0.3)
     """
     counts = [0, 0, 0, 0]
+    gain_sum = gain_squares = 0.0
     for e, s, c in zip(examples, serving, challenger, strict=True):
-        for truth, s_guess, c_guess in ((e.topic, s[0], c[0]), (e.sentiment, s[1], c[1])):
-            if truth is not None:
-                counts[2 * (s_guess != truth) + (c_guess != truth)] += 1
+        s_probs = (s.topic_probs, s.sentiment_probs) if isinstance(s, Answer) else (None, None)
+        c_probs = (c.topic_probs, c.sentiment_probs) if isinstance(c, Answer) else (None, None)
+        for head, truth in enumerate((e.topic, e.sentiment)):
+            if truth is None:
+                continue
+            counts[2 * (s[head] != truth) + (c[head] != truth)] += 1
+            gain = (_true_probability(c_probs[head], c[head], truth)
+                    - _true_probability(s_probs[head], s[head], truth))
+            gain_sum += gain
+            gain_squares += gain * gain
     both, serving_only, challenger_only, neither = counts
-    return Paired(both, serving_only, challenger_only, neither)
+    return Paired(both, serving_only, challenger_only, neither, gain_sum, gain_squares)
 
 
 def mcnemar_midp(b: int, c: int) -> float:
@@ -142,6 +190,30 @@ def paired_interval(p: Paired, confidence: float) -> tuple[float, float]:
     return max(-1.0, p.loss - delta), min(1.0, p.loss + epsilon)
 
 
+def gain_test(p: Paired, confidence: float) -> tuple[float, float, float]:
+    """``(mean gain, its one-sided lower bound at confidence, p-value that the mean gain is <= 0)``.
+
+    The paired mean of the per-answer gains (``Paired.gains``: the challenger's minus the serving
+    model's probability of the true label, or of correctness) with its normal-approximation
+    standard error, ``se = sd / sqrt(n)`` (the gate decides on at least ``min_gate_examples`` answers).
+    With correctness only this is the z-test of the paired accuracy difference. On an empty set
+    or when every gain is equal: ``p`` is 0 for a positive gain, 0.5 for none, 1 for a loss.
+
+    >>> mean, lower, p = gain_test(Paired(both=40, serving_only=2, challenger_only=8, neither=10), 0.8)
+    >>> round(mean, 3), round(lower, 3), round(p, 4)
+    (0.1, 0.057, 0.0262)
+    """
+    if p.n == 0:
+        return 0.0, -1.0, 0.5
+    total, squares = p.gains
+    mean = total / p.n
+    variance = max(0.0, squares - p.n * mean * mean) / (p.n - 1) if p.n > 1 else 0.0
+    se = math.sqrt(variance / p.n)
+    if se == 0.0:
+        return mean, mean, 0.0 if mean > 0 else (0.5 if mean == 0 else 1.0)
+    return mean, mean - NormalDist().inv_cdf(confidence) * se, 1.0 - NormalDist().cdf(mean / se)
+
+
 @dataclass(frozen=True)
 class Verdict:
     promote: bool
@@ -168,15 +240,18 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
     """
     conf, fconf = settings.confidence, settings.forgetting_confidence
     alpha = 1.0 - conf
-    p_value = mcnemar_midp(recent.serving_only, recent.challenger_only)
+    mcnemar_p = mcnemar_midp(recent.serving_only, recent.challenger_only)
+    gain, gain_lower, gain_p = gain_test(recent, conf)
+    p_value = gain_p if settings.better_test == "probability" else mcnemar_p
     improvement_lower = -paired_interval(recent, conf)[1]
     improvement = -recent.loss
     numbers: dict[str, Any] = {
-        "confidence": conf, "forgetting_confidence": fconf, "recent_answers": recent.n,
-        "recent_serving": _r(recent.serving_accuracy),
+        "confidence": conf, "forgetting_confidence": fconf, "better_test": settings.better_test,
+        "recent_answers": recent.n, "recent_serving": _r(recent.serving_accuracy),
         "recent_challenger": _r(recent.challenger_accuracy), "improvement": _r(improvement),
         "improvement_lower": _r(improvement_lower), "serving_only": recent.serving_only,
-        "challenger_only": recent.challenger_only, "mcnemar_p": _r(p_value),
+        "challenger_only": recent.challenger_only, "mcnemar_p": _r(mcnemar_p),
+        "gain": _r(gain), "gain_lower": _r(gain_lower), "gain_p": _r(gain_p),
     }
     whole = sum(holdout.values(), Paired())
     sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
@@ -199,10 +274,15 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
     if recent.n < settings.min_gate_examples:
         return Verdict(False, f"only {recent.n} gate answers (need {settings.min_gate_examples})", numbers)
     better = (f"improvement {improvement:+.3f} on {recent.n} gate answers ({recent.challenger_only} won, "
-              f"{recent.serving_only} lost, McNemar mid-p {p_value:.3g}, {pct} lower bound {improvement_lower:+.3f})")
-    if p_value > alpha or improvement < settings.min_improvement:
+              f"{recent.serving_only} lost, McNemar mid-p {mcnemar_p:.3g}, {pct} lower bound {improvement_lower:+.3f})")
+    if settings.better_test == "probability":
+        better += (f", true-label probability {gain:+.3f} (p {gain_p:.3g}, {pct} lower bound {gain_lower:+.3f})")
+    # The probability gain says how sure; the answers must also say "better": more won than lost.
+    even = settings.better_test == "probability" and recent.challenger_only <= recent.serving_only
+    if p_value > alpha or improvement < settings.min_improvement or even:
         need = (f"p > {alpha:.3g}" if p_value > alpha
-                else f"improvement < min_improvement {settings.min_improvement:.3f}")
+                else f"improvement < min_improvement {settings.min_improvement:.3f}" if not even
+                else "no more answers won than lost")
         return Verdict(False, f"not better: {better}: {need}", numbers)
     if worst is not None and bounds[worst] > settings.max_forgetting:
         s = sets[worst]

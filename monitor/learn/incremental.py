@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.learn.buffer import example_key, stratum
-from monitor.learn.gate import Paired, Verdict, judge, paired
+from monitor.learn.gate import Answer, Paired, Verdict, judge, paired
 from monitor.learn.settings import LearnerSettings
 from monitor.learn.trainer import FitResult, TrainConfig, fit
 from monitor.learn.warmstart import write_seed
@@ -206,7 +206,8 @@ def _predicted(model: MultiTaskClassifier, tokenizer: Any, examples: Sequence[Ex
         return []
     device = next(model.parameters()).device
     predictor = Predictor(model, tokenizer, "gate", device=device, max_length=max_length, batch_size=64)
-    return [(s.topic, s.sentiment) for s in predictor.predict([e.text for e in examples])]
+    return [Answer(s.topic, s.sentiment, s.topic_probs, s.sentiment_probs)
+            for s in predictor.predict([e.text for e in examples])]
 
 
 @dataclass(frozen=True)

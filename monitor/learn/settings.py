@@ -19,7 +19,7 @@ checked by building the detector once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -267,6 +267,10 @@ class GateSettings(_Group):
     challenger is judged on those that came."""
     min_gate_examples: int = 50
     """Fewest gate examples the gate decides on (fewer: rejected)."""
+    better_test: Literal["mcnemar", "probability"] = "mcnemar"
+    """How "better on recent labels" is tested: mcnemar (McNemar's exact mid-p on the answers only one model got
+    right) or probability (the paired mean gain in the probability of the true label over every answer; the observed
+    accuracy gain must still be >= min_improvement)."""
     confidence: float = 0.8
     """One-sided confidence that the challenger is better on the recent labels (McNemar: promote when p <= 1 - it)."""
     forgetting_confidence: float = 0.9

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 
 from monitor.config import ConfigError
-from monitor.learn.gate import Paired, judge, mcnemar_midp, paired, paired_interval
+from monitor.learn.gate import Answer, Paired, gain_test, judge, mcnemar_midp, paired, paired_interval
 from monitor.learn.policy import decide
 from monitor.learn.settings import GateSettings, PolicySettings, describe_settings, parse_settings
 from monitor.records import Example
@@ -215,3 +216,79 @@ def test_paired_counts_every_labelled_answer() -> None:
     p = paired(truth, [("A", "negative"), ("B", "x"), ("B", "x")], [("A", "positive"), ("A", "x"), ("B", "x")])
     assert p == Paired(both=1, serving_only=1, challenger_only=1, neither=1)
     assert (p + p).n == 8 and p.loss == 0.0 and p.serving_accuracy == 0.5
+
+
+# --- the probability test (better_test: probability) ----------------------------------------------------
+SOFT = GateSettings(**{**GATE.model_dump(), "confidence": 0.8, "better_test": "probability"})
+LABELS = ("negative", "neutral", "positive")
+
+
+def _answer(truth: str, p_true: float) -> Answer:
+    """A sentiment answer giving ``p_true`` to the truth and the rest evenly to the other labels."""
+    probs = {label: p_true if label == truth else (1.0 - p_true) / 2 for label in LABELS}
+    return Answer(None, max(probs, key=probs.__getitem__), None, probs)
+
+
+def _soft(n: int, shift: float, rng: random.Random, noise: float = 0.15) -> Paired:
+    """Two models' answers on n examples: each one's true-label probability is the example's draw plus its own
+    noise (sd ``noise``), the challenger's plus ``shift`` (0: two equally good models)."""
+    truth = [Example(f"t{i}", sentiment=rng.choice(LABELS)) for i in range(n)]
+    serving, challenger = [], []
+    for e in truth:
+        base = rng.betavariate(3, 1.5)  # how easy the example is; each model adds its own noise
+        serving.append(_answer(e.sentiment, min(1.0, max(0.0, base + rng.gauss(0.0, noise)))))
+        challenger.append(_answer(e.sentiment, min(1.0, max(0.0, base + rng.gauss(shift, noise)))))
+    return paired(truth, serving, challenger)
+
+
+def test_gain_test_on_correctness_is_the_paired_accuracy_z_test() -> None:
+    """Without probabilities the gains are correctness differences: mean (c - b) / n, variance from b + c."""
+    p = Paired(both=40, serving_only=2, challenger_only=8, neither=10)
+    mean, lower, p_value = gain_test(p, 0.8)
+    se = ((10 - 60 * 0.1 ** 2) / 59 / 60) ** 0.5
+    assert mean == pytest.approx(0.1) and lower == pytest.approx(0.1 - 0.8416 * se, abs=1e-4)
+    assert p_value == pytest.approx(1 - NormalDist().cdf(0.1 / se))
+    assert gain_test(Paired(), 0.8) == (0.0, -1.0, 0.5)
+    assert gain_test(Paired(both=30), 0.8)[2] == 0.5  # no difference at all: not better
+
+
+def test_probability_noise_does_not_promote() -> None:
+    """Two equally good models, 200 gate sets of 100 answers: about 1 - confidence (20 %) pass, at most."""
+    rng = random.Random(11)
+    passed = sum(judge(SOFT, recent=_soft(100, 0.0, rng), holdout={"old@?": _old()}).promote for _ in range(200))
+    assert passed <= 0.2 * 200 + 12, passed
+
+
+def test_probability_test_sees_a_gain_mcnemar_cannot() -> None:
+    """A challenger 0.06 surer of the truth on every answer, few answers changed: McNemar refuses, the
+    probability test promotes, its numbers recorded."""
+    recent = _soft(60, 0.06, random.Random(12), noise=0.05)
+    by_mcnemar = judge(GateSettings(**{**SOFT.model_dump(), "better_test": "mcnemar"}), recent=recent,
+                       holdout={"old@?": _old()})
+    by_probability = judge(SOFT, recent=recent, holdout={"old@?": _old()})
+    assert recent.challenger_only > recent.serving_only  # the answers agree in direction
+    assert not by_mcnemar.promote and by_probability.promote, (by_mcnemar.reason, by_probability.reason)
+    n = by_probability.numbers
+    assert n["better_test"] == "probability" and n["gain_p"] <= 0.2 < n["mcnemar_p"] and n["gain_lower"] > 0
+    assert "true-label probability +" in by_probability.reason
+
+
+def test_probability_test_refuses_a_model_only_surer_of_the_same_answers() -> None:
+    """The same labels, every true-label probability 0.1 higher where right and 0.1 lower where wrong:
+    the mean gain is positive, but no answer was won, so it is not better."""
+    rng = random.Random(13)
+    truth = [Example(f"t{i}", sentiment=rng.choice(LABELS)) for i in range(100)]
+    right = [rng.random() < 0.8 for _ in truth]
+    serving = [_answer(e.sentiment, 0.6 if r else 0.2) for e, r in zip(truth, right, strict=True)]
+    challenger = [_answer(e.sentiment, 0.7 if r else 0.1) for e, r in zip(truth, right, strict=True)]
+    recent = paired(truth, serving, challenger)
+    v = judge(SOFT, recent=recent, holdout={"old@?": _old()})
+    assert recent.gains[0] > 0 and recent.challenger_only == recent.serving_only == 0
+    assert not v.promote and v.reason.endswith("no more answers won than lost"), v.reason
+
+
+def test_a_forgetting_model_is_refused_under_the_probability_test_too() -> None:
+    old = Paired(both=340, serving_only=24, challenger_only=8, neither=28)
+    v = judge(SOFT, recent=_soft(200, 0.1, random.Random(14)), holdout={"twitter_topic@?": old})
+    assert not v.promote and v.reason.startswith("forgetting on "), v.reason
+    assert v.numbers["gain_p"] < 0.2 and v.numbers["forgetting_upper"] > 0.02
