@@ -425,6 +425,23 @@ def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(regis
     assert result.numbers["holdout_answers"] == 2 * (len(recent_held) + len(old_held) + len(seed_held))
 
 
+def test_the_probability_test_is_fed_the_models_probabilities(registry_dir: Path) -> None:
+    """better_test: probability: the run's gain is the mean difference of the true-label probabilities, not of
+    correctness (which it would equal if the run passed labels only)."""
+    from monitor.learn.incremental import RunInput, retrain
+    from monitor.learn.settings import parse_settings
+
+    registry = ModelRegistry(registry_dir)
+    settings = parse_settings({**FAST, "epochs": 1, "better_test": "probability"})
+    job = RunInput("v-a", tuple(stream("B", 80, 45, offset=10_000)), (), tuple(stream("A", 30, 46)), "test",
+                   version="v-p")
+    result = retrain(registry, job, settings, device="cpu", publish_now=False)
+    n = result.numbers
+    assert n["better_test"] == "probability" and n["recent_answers"] > 0 and -1.0 < n["gain"] < 1.0
+    assert n["gain"] != n["improvement"] and n["gain_lower"] < n["gain"], n
+    assert ("true-label probability" in result.reason) == result.reason.startswith(("better", "not better"))
+
+
 def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_on_it(registry_dir: Path) -> None:
     """gate.cross_fit: k models, each trained without one fold of the window, answer for that fold (every fresh
     label is evidence); the challenger trains on the whole window; forgetting is the challenger's own."""
