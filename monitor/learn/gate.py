@@ -103,6 +103,10 @@ class Paired:
                       self.challenger_only + other.challenger_only, self.neither + other.neither, s1 + s2, q1 + q2)
 
 
+def _as_answer(a: tuple[str, str] | Answer) -> Answer:
+    return a if isinstance(a, Answer) else Answer(a[0], a[1])
+
+
 def _true_probability(probs: Mapping[str, float] | None, guess: str | None, truth: str) -> float:
     if probs is None:  # labels only: the answer's probability of the truth is its correctness
         return float(guess == truth)
@@ -126,15 +130,15 @@ def paired(examples: Sequence[Example], serving: Sequence[tuple[str, str] | Answ
     """
     counts = [0, 0, 0, 0]
     gain_sum = gain_squares = 0.0
-    for e, s, c in zip(examples, serving, challenger, strict=True):
-        s_probs = (s.topic_probs, s.sentiment_probs) if isinstance(s, Answer) else (None, None)
-        c_probs = (c.topic_probs, c.sentiment_probs) if isinstance(c, Answer) else (None, None)
-        for head, truth in enumerate((e.topic, e.sentiment)):
+    for e, raw_s, raw_c in zip(examples, serving, challenger, strict=True):
+        s, c = _as_answer(raw_s), _as_answer(raw_c)
+        for truth, s_guess, c_guess, s_probs, c_probs in (
+                (e.topic, s.topic, c.topic, s.topic_probs, c.topic_probs),
+                (e.sentiment, s.sentiment, c.sentiment, s.sentiment_probs, c.sentiment_probs)):
             if truth is None:
                 continue
-            counts[2 * (s[head] != truth) + (c[head] != truth)] += 1
-            gain = (_true_probability(c_probs[head], c[head], truth)
-                    - _true_probability(s_probs[head], s[head], truth))
+            counts[2 * (s_guess != truth) + (c_guess != truth)] += 1
+            gain = _true_probability(c_probs, c_guess, truth) - _true_probability(s_probs, s_guess, truth)
             gain_sum += gain
             gain_squares += gain * gain
     both, serving_only, challenger_only, neither = counts
