@@ -281,12 +281,15 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
               f"{recent.serving_only} lost, McNemar mid-p {mcnemar_p:.3g}, {pct} lower bound {improvement_lower:+.3f})")
     if settings.better_test == "probability":
         better += (f", true-label probability {gain:+.3f} (p {gain_p:.3g}, {pct} lower bound {gain_lower:+.3f})")
-    # The probability gain says how sure; the answers must also say "better": more won than lost.
-    even = settings.better_test == "probability" and recent.challenger_only <= recent.serving_only
-    if p_value > alpha or improvement < settings.min_improvement or even:
-        need = (f"p > {alpha:.3g}" if p_value > alpha
-                else f"improvement < min_improvement {settings.min_improvement:.3f}" if not even
-                else "no more answers won than lost")
+    need = None
+    if p_value > alpha:
+        need = f"p > {alpha:.3g}"
+    elif improvement < settings.min_improvement:
+        need = f"improvement < min_improvement {settings.min_improvement:.3f}"
+    elif settings.better_test == "probability" and recent.challenger_only <= recent.serving_only:
+        # the probability gain says how sure; the answers must also say "better": more won than lost
+        need = "no more answers won than lost"
+    if need:
         return Verdict(False, f"not better: {better}: {need}", numbers)
     if worst is not None and bounds[worst] > settings.max_forgetting:
         s = sets[worst]

@@ -269,8 +269,8 @@ class GateSettings(_Group):
     """Fewest gate examples the gate decides on (fewer: rejected)."""
     better_test: Literal["mcnemar", "probability"] = "mcnemar"
     """How "better on recent labels" is tested: mcnemar (McNemar's exact mid-p on the answers only one model got
-    right) or probability (the paired mean gain in the probability of the true label over every answer; the observed
-    accuracy gain must still be >= min_improvement)."""
+    right) or probability (the paired mean gain in the probability of the true label over every answer; the challenger
+    must also win more answers than it loses and gain at least min_improvement; measured, not the default)."""
     confidence: float = 0.8
     """One-sided confidence that the challenger is better on the recent labels (McNemar: promote when p <= 1 - it)."""
     forgetting_confidence: float = 0.9
