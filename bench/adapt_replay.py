@@ -17,6 +17,8 @@
    held-out data says of its challenger, promoted or refused: the config also sets
    ``keep_rejected: true``, which keeps refused challengers in ``<registry>/rejected/`` and
    changes no decision.
+   ``--domain semeval``: the third domain instead (SemEval-2017 headlines, ``continual_domain_data.py``),
+   final split only: no setting was ever chosen on it, so it says what a user's new domain would see.
 4. ``--agreement FILE``: no replay; the table of the gate's verdicts against the held-out data
    over every run recorded in FILE (see ``agreement``). ``--table FILE``: no replay; each variant's
    gap recovered and tweet loss per label sample, and the gate sets' discordance against the
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from continual_adapt import BASE, DOMAIN, by_class, cached, eval_sets, load, paired, reference_scores, score
-from continual_domain_data import ROOT, build, data_dir, fresh
+from continual_domain_data import ROOT, build, build_semeval, data_dir, fresh
 
 from monitor.datasets import read_labelled
 from monitor.learn.warmstart import SEED_FILE, write_seed
@@ -51,25 +53,29 @@ from monitor.records import Example
 from monitor.registry import ModelRegistry
 
 MONITOR = [str(Path(sys.executable).with_name("monitor"))]
+#: New domains: the prefix of their parts in ``DOMAIN`` and the items' ``source``.
+DOMAINS = {"phrasebank": "pb", "semeval": "se"}
 
 
-def feed(path: Path, n: int, seed: int, spacing_s: float, delay_s: float) -> int:
-    """Write ``n`` labelled PhraseBank stream sentences as a replay feed; the number written."""
-    stream = load("pb_stream")
+def feed(path: Path, n: int, seed: int, spacing_s: float, delay_s: float, domain: str = "phrasebank") -> int:
+    """Write ``n`` labelled sentences of the new domain's stream part as a replay feed; the number written."""
+    prefix = DOMAINS[domain]
+    stream = load(f"{prefix}_stream")
     random.Random(seed).shuffle(stream)
     start = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
     with path.open("w", encoding="utf-8") as handle:
         for i, e in enumerate(stream[:n]):
             at = start + timedelta(seconds=i * spacing_s)
-            handle.write(json.dumps({"id": f"pb-{seed}-{i:04d}", "text": e.text, "source": "phrasebank",
+            handle.write(json.dumps({"id": f"{prefix}-{seed}-{i:04d}", "text": e.text, "source": domain,
                                      "published_at": at.isoformat().replace("+00:00", "Z"), "kind": "news",
                                      "sentiment": e.sentiment, "label_delay_s": delay_s}) + "\n")
     return min(n, len(stream))
 
 
-def held_out(split: str) -> dict[str, tuple[list[Example], str]]:
-    """The sets scored: the PhraseBank split and, for final, tweets the served model never saw."""
-    sets = eval_sets(split)
+def held_out(split: str, domain: str = "phrasebank") -> dict[str, tuple[list[Example], str]]:
+    """The sets scored: the new domain's split and, for final, tweets the served model never saw."""
+    sets = eval_sets(split) if domain == "phrasebank" else {"new_domain": (load(f"{DOMAINS[domain]}_{split}"),
+                                                                           "sentiment")}
     if split == "final":
         tweets = read_labelled(fresh(DOMAIN), "jsonl")
         sets["tweets_sentiment"] = ([e for e in tweets if e.sentiment is not None], "sentiment")
@@ -94,7 +100,7 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     config.write_text(f"model:\n  path: {registry_dir}\nlearning:\n  enabled: true\n"
                       + (f"  settings:\n{settings}" if settings else ""), encoding="utf-8")
     feed_path = work / f"feed-{seed}.jsonl"
-    n = feed(feed_path, args.labels, seed, args.spacing_s, args.label_delay_s)
+    n = feed(feed_path, args.labels, seed, args.spacing_s, args.label_delay_s, args.domain)
     started = time.perf_counter()
     subprocess.run([*MONITOR, "replay", str(feed_path), "--config", str(config), "--out", str(out), "--learn",
                     "--seed", str(seed), "--no-progress", "--format", "csv"], check=True)
@@ -105,8 +111,9 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     final = ModelRegistry(out / "registry").current_version()
     base = load_checkpoint(BASE)
     max_length = base.meta.max_length or 64
-    sets = held_out(args.split)
-    before = cached(f"base:{args.split}-fresh@{max_length}",
+    sets = held_out(args.split, args.domain)
+    prefix = "" if args.domain == "phrasebank" else f"{DOMAINS[args.domain]}-"
+    before = cached(f"base:{prefix}{args.split}-fresh@{max_length}",
                     lambda: score(base.model, base.tokenizer, sets, max_length))
     scores: dict[str, dict[str, list[int]]] = {base.meta.version: before}
     replayed = ModelRegistry(out / "registry")
@@ -116,12 +123,13 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             loaded = load_checkpoint(where(h["version"]))
             scores[h["version"]] = score(loaded.model, loaded.tokenizer, sets, max_length)
     after = scores.get(final or "", before)
-    reference = reference_scores(args.split, max_length)["new_domain"]
+    reference = reference_scores(args.split, max_length, DOMAINS[args.domain])["new_domain"]
     ref_acc = sum(reference) / len(reference)
     new_domain = paired(before["new_domain"], after["new_domain"])
     gap = ref_acc - new_domain["before"]
     return {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "split": args.split, "seed": seed,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "split": args.split, "domain": args.domain,
+        "seed": seed,
         "commit": _commit(), "variant": args.variant,
         "settings": args.settings, "labels": n,
         "spacing_s": args.spacing_s, "label_delay_s": args.label_delay_s, "replay_wall_s": round(wall, 1),
@@ -151,7 +159,8 @@ def _commit() -> str:
 
 def summary(r: dict[str, Any]) -> str:
     f = r["forgetting"]
-    lines = [f"{r['split']} seed {r['seed']} {r['settings']}: {r['labels']} labels, {len(r['runs'])} runs, "
+    lines = [f"{r.get('domain', 'phrasebank')} {r['split']} seed {r['seed']} {r['settings']}: {r['labels']} labels, "
+             f"{len(r['runs'])} runs, "
              f"serving {r['final_version']}; "
              f"new domain {r['new_domain']['before']:.3f} -> {r['new_domain']['after']:.3f} "
              f"(ref {r['reference_accuracy']:.3f}, gap recovered {r['gap_recovered']}); tweets sentiment "
@@ -216,7 +225,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r.get("variant", ""), r["split"]), []).append(r)
+        split = r["split"] if r.get("domain", "phrasebank") == "phrasebank" else f"{r['domain']} {r['split']}"
+        groups.setdefault((r.get("variant", ""), split), []).append(r)
     lines = ["| variant | split | seeds | gap recovered per seed | mean (se) | tweet sentiment (pt) per seed | mean | "
              "worst | within 1 pt | promoted |", "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
     for (variant, split), group in groups.items():
@@ -250,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("tune", "final"), default="final",
                         help="held-out sets scored: final (PhraseBank final + the served model's validation tweets, "
                              "never used to choose) or tune (PhraseBank tune + the test tweets, for tuning)")
+    parser.add_argument("--domain", choices=tuple(DOMAINS), default="phrasebank",
+                        help="the new domain streamed: phrasebank (tuned on its tune split) or semeval (a third "
+                             "domain, never tuned on: --split final only)")
     parser.add_argument("--settings", default="{}",
                         help="learning.settings as JSON, for tuning (default {}: every learner default)")
     parser.add_argument("--labels", type=int, default=500, help="labelled sentences streamed (default 500)")
@@ -278,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (BASE / "model.safetensors").is_file():
         print(f"{BASE} missing: train the served model first (bench/README.md)", file=sys.stderr)
         return 2
+    if args.domain == "semeval" and args.split != "final":
+        parser.error("--domain semeval has no tune split: no choice is made on it (use --split final)")
     if not (DOMAIN / "pb_final.jsonl").is_file():
         build(DOMAIN, per_set=5000)
+    if not (DOMAIN / "se_final.jsonl").is_file():
+        build_semeval(DOMAIN)
     with tempfile.TemporaryDirectory(prefix="adapt-replay-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

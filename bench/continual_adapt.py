@@ -144,20 +144,27 @@ def cached(key: str, compute: Any) -> Any:
     return cache[key]
 
 
-def reference_scores(split_name: str, max_length: int) -> dict[str, list[int]]:
-    """The in-domain model: trained from the backbone on the stream + reference parts (length 64, cached)."""
+def reference_scores(split_name: str, max_length: int, domain: str = "pb") -> dict[str, list[int]]:
+    """The in-domain model: trained from the backbone on the domain's training parts (length 64, cached).
+
+    ``pb``: PhraseBank stream + reference parts, scored on tune and final; ``se`` (SemEval headlines): the
+    stream pool, scored on final only (no choice is made on that domain).
+    """
+    parts, splits = {"pb": (("pb_stream", "pb_ref"), ("tune", "final")), "se": (("se_stream",), ("final",))}[domain]
+
     def compute() -> dict[str, list[int]]:
         backbone = default_backbone()
         torch.manual_seed(0)
         model = MultiTaskClassifier.from_backbone(backbone)
         tokenizer = AutoTokenizer.from_pretrained(str(backbone))
-        data = load("pb_stream") + load("pb_ref")
+        data = [e for part in parts for e in load(part)]
         train, val = split(data, 0.1, random.Random(0))
         started = time.perf_counter()
         fit(model, tokenizer, train, val, REFERENCE, progress=False)
         print(f"reference trained on {len(train)} in {time.perf_counter() - started:.0f} s", flush=True)
-        return {s: score(model, tokenizer, eval_sets(s), max_length)["new_domain"] for s in ("tune", "final")}
-    return {"new_domain": cached("reference@64", compute)[split_name]}
+        return {s: score(model, tokenizer, {"new_domain": (load(f"{domain}_{s}"), "sentiment")},
+                         max_length)["new_domain"] for s in splits}
+    return {"new_domain": cached("reference@64" if domain == "pb" else f"reference-{domain}@64", compute)[split_name]}
 
 
 def run(recipe: dict[str, Any], split_name: str, seed: int,

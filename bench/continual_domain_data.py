@@ -6,6 +6,11 @@ Financial PhraseBank 50Agree minus nothing, split into a *stream* part (labels s
 ``monitor replay --learn``), a *reference train* part (the in-domain model), and two held-out
 parts: ``tune`` (every recipe choice was made on it) and ``final`` (reported once, never tuned on).
 
+Third domain (``--semeval``; no choice was ever made on it): the SemEval-2017 task 5 headlines (train
+and gold test), one example a distinct title, its sentiment the mean of its targets' scores cut at
++-0.1 (the threshold the data's README states); 35 % ``se_final`` (scored), the rest ``se_stream``
+(the pool a replay's labels are drawn from, and the in-domain reference model's training data).
+
     .venv/bin/python bench/continual_domain_data.py --out var/bench/domain
 """
 
@@ -25,6 +30,9 @@ TWITTER = {
     "twitter_topic": ("twitter_financial_news_topic/train_data.csv", "twitter-topic"),
 }
 PHRASEBANK = ("financial_phrasebank/FinancialPhraseBank-v1.0/Sentences_50Agree.txt", "phrasebank")
+SEMEVAL = ("semeval2017_task5/Headline_Trainingdata.json", "semeval2017_task5/Headlines_Testdata_withscores.json")
+#: A title's mean score below minus this is negative, above it positive, neutral between (the data README's).
+SEMEVAL_THRESHOLD = 0.1
 
 
 def data_dir() -> Path:
@@ -76,6 +84,30 @@ def build(out: Path, per_set: int, seed: int = 0) -> dict[str, int]:
     return sizes
 
 
+def semeval_headlines() -> list[Example]:
+    """The SemEval-2017 headlines, one example a distinct title (a title with several targets: the mean score)."""
+    scores: dict[str, list[float]] = {}
+    for rel in SEMEVAL:
+        for row in json.loads((data_dir() / rel).read_text(encoding="utf-8")):
+            value = row["sentiment"] if "sentiment" in row else row["sentiment score"]
+            scores.setdefault(" ".join(row["title"].split()), []).append(float(value))
+    labelled = []
+    for title, values in scores.items():
+        mean = sum(values) / len(values)
+        label = "negative" if mean < -SEMEVAL_THRESHOLD else "positive" if mean > SEMEVAL_THRESHOLD else "neutral"
+        labelled.append(Example(title, sentiment=label, source="semeval"))
+    return labelled
+
+
+def build_semeval(out: Path, seed: int = 0) -> dict[str, int]:
+    """``se_final.jsonl`` (35 %, scored) and ``se_stream.jsonl`` (the rest: stream pool and reference training)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stream, final = split_examples(semeval_headlines(), 0.35, seed=seed + 30)
+    for name, examples in (("se_final", final), ("se_stream", stream)):
+        write_jsonl(out / f"{name}.jsonl", examples)
+    return {"se_final": len(final), "se_stream": len(stream)}
+
+
 def fresh(out: Path, per_set: int = 5000, n: int = 1000, seed: int = 0) -> Path:
     """``twitter_fresh.jsonl``: ``n`` tweets a set from the train splits that ``twitter_train`` did not take.
 
@@ -98,11 +130,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "domain")
     parser.add_argument("--per-set", type=int, default=5000, help="Twitter training tweets a set")
+    parser.add_argument("--semeval", action="store_true", help="only the third domain's parts (se_final, se_stream)")
     args = parser.parse_args()
     if not data_dir().is_dir():
         print(f"shared data not found at {data_dir()}: skipped")
         return 0
-    print(json.dumps(build(args.out, args.per_set), indent=1))
+    print(json.dumps(build_semeval(args.out) if args.semeval else build(args.out, args.per_set), indent=1))
     return 0
 
 
