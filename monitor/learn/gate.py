@@ -226,7 +226,8 @@ class Verdict:
     """Everything the decision used (for the registry history, the log and the metrics): recent_answers,
     recent_serving, recent_challenger, improvement, improvement_lower, serving_only, challenger_only, mcnemar_p,
     holdout_answers, holdout_serving, holdout_challenger, forgetting, forgetting_upper, forgetting_stratum,
-    forgetting_tested, confidence, forgetting_confidence."""
+    forgetting_tested, forgets (the forgetting test failed, whatever the "better" test said), confidence,
+    forgetting_confidence."""
 
 
 def _r(x: float | None) -> float | None:
@@ -269,6 +270,7 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         holdout_answers=whole.n, holdout_serving=_r(whole.serving_accuracy),
         holdout_challenger=_r(whole.challenger_accuracy), forgetting=_r(sets[worst].loss if worst else whole.loss),
         forgetting_upper=_r(bounds[worst]) if worst else None, forgetting_stratum=worst,
+        forgets=worst is not None and bounds[worst] > settings.max_forgetting,
         forgetting_tested={name: {"answers": s.n, "loss": _r(s.loss), "upper": _r(bounds[name])}
                            for name, s in tested.items()},
     )

@@ -95,6 +95,8 @@ class RunInput:
     seed: int = 0
     version: str = ""
     """The challenger's version id; empty: a fresh ``new_version_id()`` (replays pass stable names)."""
+    protect: bool = False
+    """An earlier run was refused for forgetting: train with ``TrainSettings.protected()`` (every example distilled)."""
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,7 @@ def train_challenger(
     started = time.perf_counter()
     version = job.version or new_version_id()
     parent = job.serving_version
-    ts, gs = settings.train, settings.gate
+    ts, gs = settings.train.protected() if job.protect else settings.train, settings.gate
 
     def result(outcome: str, reason: str, **extra: Any) -> RunResult:
         return _ended(registry, job, version, ts.method, outcome, reason, time.perf_counter() - started, **extra)
@@ -387,7 +389,8 @@ def train_challenger(
         fit_numbers = {"epochs": fitted.epochs_run, "best_score": fitted.best_score, "stop": fitted.stop_reason,
                        "train_examples": len(train), "new_train_examples": len(new_train),
                        "val_examples": len(val), "gate_examples": len(gate_set), "spent_examples": len(job.spent),
-                       "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3)}
+                       "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3),
+                       "distill_on": ts.distill_on, "distill_weight": ts.distill_weight}
         if fold_fits:
             fit_numbers["folds"] = fold_fits
         if _stopped(fitted, should_stop):

@@ -112,6 +112,8 @@ class OnlineLearner:
         self._new_labels = int(header.get("new_labels", 0))
         self._drift: str | None = header.get("drift")
         self._retry: str | None = header.get("retry")  # the trigger of a refused run: the next one needs no other
+        # A run was refused for forgetting: every later run distils the new examples too (TrainSettings.protected).
+        self._protect = bool(header.get("protect", False))
         self._runs = int(header.get("runs", 0))
         self.cache = joins if joins is not None else JoinCache(settings.drift.join_cache_size)
         self._requests: deque[tuple[str, bytes]] = deque(maxlen=max(1, 10 * settings.drift.label_requests))
@@ -222,7 +224,7 @@ class OnlineLearner:
             drift, labels, retry = self._run_trigger
             spent = next((i for i, key in enumerate(self._window) if key not in self._spent), len(self._window))
             header = {"kind": "window", "new_labels": self._new_labels + labels, "drift": self._drift or drift,
-                      "retry": self._retry or retry,
+                      "retry": self._retry or retry, "protect": self._protect,
                       "runs": self._runs, "spent": spent, "spent_for": self._spent_for}
             save_examples(self.state_dir / WINDOW_FILE, self._window.values(), header)
             self._dirty = False
@@ -311,6 +313,7 @@ class OnlineLearner:
             spent=frozenset(self._spent),
             seed=self.settings.buffer.seed + self._runs,
             version=self._version_name(self._runs + 1) if self._version_name is not None else "",
+            protect=self._protect,
         )
         self._run_trigger = (self._drift, self._new_labels, self._retry)
         self._run_keys = list(self._window)
@@ -318,8 +321,9 @@ class OnlineLearner:
         self._shadow, self._collecting = [], gs.shadow_labels > 0
         self._shadow_ready.clear()
         self._drift, self._retry, self._new_labels, self._runs, self._dirty = None, None, 0, self._runs + 1, True
-        log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s", self._runs,
-                 decision.reason, len(job.new), len(job.replay), len(job.holdout), self.settings.train.method)
+        log.info("training run %d starts (%s): %d new + %d replay examples, %d holdout, method %s%s", self._runs,
+                 decision.reason, len(job.new), len(job.replay), len(job.holdout), self.settings.train.method,
+                 ", every example distilled (a run was refused for forgetting)" if job.protect else "")
         self.metrics.training_active.set(1)
         self._worker = threading.Thread(target=self._run, args=(job,), name="monitor-learner", daemon=True)
         self._worker.start()
@@ -420,6 +424,9 @@ class OnlineLearner:
             self._spent = {key for key in self._run_keys + shadow if key in self._window}
             self._spent_for = result.version
         else:  # what started it is not resolved: a drift stays pending, any other trigger is retried
+            # A challenger that forgot: this stream's labels conflict with the old domain's; from now on every
+            # run distils the new examples too (sticky: the conflicting labels stay in the window).
+            self._protect = self._protect or bool(result.numbers.get("forgets"))
             self._drift = self._drift or self._run_trigger[0]
             if self._run_trigger[0] is None:
                 self._retry = self._retry or str(result.details.get("trigger") or "a failed run").removeprefix(RETRY)

@@ -176,6 +176,9 @@ class TrainSettings(_Group):
     distill_on: str = "replay"
     """Examples the distillation covers: replay (the replayed old ones), congruent (those, and each new one on the
     heads the serving model answers right) or all (LwF: every new one too)."""
+    distill_after_forgetting: float = 0.5
+    """Once a run was refused for forgetting, later runs distil every example, new ones too (LwF, distill_on all),
+    at this weight: the new domain's labels conflict with what the model knew (0: never)."""
     distill_anchor: bool = False
     """Distil each example from the serving or the lineage's first model, whichever gives its label more probability."""
     freeze_embeddings: bool = True
@@ -204,6 +207,17 @@ class TrainSettings(_Group):
         if self.method not in ("replay", "replay_distill"):
             return 0
         return max(self.min_replay, round(self.replay_ratio * new_examples))
+
+    def protected(self) -> TrainSettings:
+        """The recipe of a run after one refused for forgetting (``distill_after_forgetting``): distil every example.
+
+        >>> p = TrainSettings().protected()
+        >>> p.distill_on, p.distill_weight, TrainSettings(distill_after_forgetting=0).protected().distill_on
+        ('all', 0.5, 'replay')
+        """
+        if self.distill_after_forgetting <= 0 or self.method != "replay_distill":
+            return self
+        return self.model_copy(update={"distill_on": "all", "distill_weight": self.distill_after_forgetting})
 
     @property
     def congruent(self) -> bool:
@@ -235,6 +249,7 @@ class TrainSettings(_Group):
         _check(self.min_replay >= 0, "min_replay", "must be >= 0")
         _check(self.distill_temperature > 0, "distill_temperature", "must be > 0")
         _check(self.distill_weight >= 0, "distill_weight", "must be >= 0")
+        _check(self.distill_after_forgetting >= 0, "distill_after_forgetting", "must be >= 0")
         _check(self.freeze_layers >= 0, "freeze_layers", "must be >= 0")
         _check(self.epochs >= 1 and self.batch_size >= 1 and self.patience >= 1, "epochs",
                "epochs, batch_size and patience must be >= 1")

@@ -759,3 +759,37 @@ def test_a_challenger_waits_for_shadow_labels_at_most_shadow_wait_s(registry_dir
     assert result is not None and result.outcome == "promoted" and result.numbers["shadow_labels"] < 1000
     assert not learner.awaiting_shadow
     learner.close()
+
+
+def test_after_a_run_refused_for_forgetting_every_later_run_distils_the_new_examples_too(registry_dir: Path) -> None:
+    """A challenger that forgets (its sentiment head scrambled: regime A, which the holdout holds, is lost) is
+    refused; from then on every run distils every example (``distill_on: all``) at ``distill_after_forgetting``,
+    and that survives a restart."""
+    seen: list[tuple[Any, float]] = []
+
+    def forgetful(model: Any, tokenizer: Any, train: Sequence[Example], val: Sequence[Example], cfg: TrainConfig,
+                  **kwargs: Any) -> FitResult:
+        seen.append((kwargs.get("distill_rows"), cfg.distill_weight))
+        with torch.no_grad():
+            model.sentiment_head.weight.copy_(torch.randn_like(model.sentiment_head.weight))
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+    settings = {"min_new_labels": 20, "retrain_every_labels": 20, "min_gate_examples": 4, "holdout_fraction": 0.5,
+                "distill_after_forgetting": 0.7}
+    learner = make_learner(registry_dir, forgetful, **settings)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("A", 120, 91))
+    daemon.wait()
+    first = learner.last_result
+    assert first is not None and first.outcome == "rejected" and first.numbers["forgets"], first
+    assert seen[0][0] is not None and seen[0][1] == FAST["distill_weight"]  # replay rows only, the usual weight
+    learner.close()  # a restart between the refusal and the next run
+
+    learner = make_learner(registry_dir, forgetful, **settings)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("A", 60, 92, offset=5_000))
+    daemon.wait()
+    assert len(seen) >= 2 and all(rows is None and weight == 0.7 for rows, weight in seen[1:]), seen
+    event = ModelRegistry(registry_dir).history()[-1]
+    assert event["gate"]["forgets"] and learner.last_result is not None
+    learner.close()
