@@ -290,7 +290,9 @@ class OnlineLearner:
         if self._awaiting and self._clock() >= self._run_started + gs.shadow_wait_s:
             self._release()  # the clock is event time in a replay: the wall-clock wait of the worker never ends
         floor = self.drift.below_floor(p.accuracy_floor) if p.accuracy_floor > 0 else None
-        running = self.running or self._awaiting or self._held is not None
+        with self._lock:  # a run is over for the policy once its result is collected (its refusal, its retry)
+            uncollected = self._finished is not None
+        running = self.running or self._awaiting or self._held is not None or uncollected
         new = tuple(self._window.values())
         if self._spent and (self.registry.current_version() or self.drift.version) != self._spent_for:
             self._spent, self._dirty = set(), True  # a rollback: the model serving was not chosen on those labels
