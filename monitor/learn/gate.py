@@ -15,6 +15,10 @@ right, challenger wrong; ``c`` = challenger right, serving wrong; of ``n`` answe
   ones, and with labels only it is the z-test of the paired accuracy difference. The observed
   accuracy improvement must still be at least ``min_improvement``, and the challenger must win
   more answers than it loses (a model only more confident in the same answers is not better).
+- **Better along a lineage** (``better_than_origin``): after promotions the gate set holds only the labels since
+  the last one, too few to confirm a further step of a few points. A challenger is also better when it is better
+  than the lineage's first model on the recent answers (the same test) and wins at least as many of them from the
+  serving model as it loses.
 - **Not forgetting?** On the replay holdout (seeded with the old domain's data when the model
   entered the registry, then a share of the stream), the accuracy loss ``(b - c) / n`` has a
   one-sided upper confidence bound (Newcombe's hybrid score interval for paired proportions,
@@ -227,27 +231,40 @@ class Verdict:
     recent_serving, recent_challenger, improvement, improvement_lower, serving_only, challenger_only, mcnemar_p,
     holdout_answers, holdout_serving, holdout_challenger, forgetting, forgetting_upper, forgetting_stratum,
     forgetting_tested, forgets (the forgetting test failed, whatever the "better" test said), confidence,
-    forgetting_confidence."""
+    forgetting_confidence; after promotions origin_answers, origin_won, origin_lost, origin_improvement, origin_p (the
+    recent answers against the lineage's first model) and better_than (serving, or origin: ``better_than_origin``)."""
 
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
 
+def _p_value(settings: GateSettings, p: Paired) -> float:
+    """The p-value of "the challenger is no better" on ``p`` under ``better_test``."""
+    if settings.better_test == "probability":
+        return gain_test(p, settings.confidence)[2]
+    return mcnemar_midp(p.serving_only, p.challenger_only)
+
+
 def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paired],
-          origin: Mapping[str, Paired] | None = None) -> Verdict:
+          origin: Mapping[str, Paired] | None = None, recent_origin: Paired | None = None) -> Verdict:
     """Decide on ``recent`` (the gate set) and ``holdout`` (its strata, by name); see the module docstring.
 
     ``origin``: the same holdout strata, paired with the answers of the model the serving version's
     lineage started from instead of the serving model's (when they differ). They are tested like the
     others, as ``"<stratum> vs origin"``, so a chain of promotions, each within ``max_forgetting`` of
     its parent, cannot add up to forgetting more than that of what the first model knew.
+
+    ``recent_origin``: the recent answers (or some of them) paired with the lineage's first model's instead of
+    the serving model's. With ``better_than_origin``, a challenger not shown better than the serving model is
+    better when it is better than the first model on them (the same test, at ``confidence``, on at least
+    ``min_gate_examples`` answers) and wins at least as many of the recent answers as it loses to the serving model.
     """
     conf, fconf = settings.confidence, settings.forgetting_confidence
     alpha = 1.0 - conf
     mcnemar_p = mcnemar_midp(recent.serving_only, recent.challenger_only)
     gain, gain_lower, gain_p = gain_test(recent, conf)
-    p_value = gain_p if settings.better_test == "probability" else mcnemar_p
+    p_value = _p_value(settings, recent)
     improvement_lower = -paired_interval(recent, conf)[1]
     improvement = -recent.loss
     numbers: dict[str, Any] = {
@@ -258,6 +275,10 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         "challenger_only": recent.challenger_only, "mcnemar_p": _r(mcnemar_p),
         "gain": _r(gain), "gain_lower": _r(gain_lower), "gain_p": _r(gain_p),
     }
+    if recent_origin is not None:
+        numbers.update(origin_answers=recent_origin.n, origin_won=recent_origin.challenger_only,
+                       origin_lost=recent_origin.serving_only, origin_improvement=_r(-recent_origin.loss),
+                       origin_p=_r(_p_value(settings, recent_origin)))
     whole = sum(holdout.values(), Paired())
     sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
     if origin:
@@ -283,8 +304,18 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
               f"{recent.serving_only} lost, McNemar mid-p {mcnemar_p:.3g}, {pct} lower bound {improvement_lower:+.3f})")
     if settings.better_test == "probability":
         better += (f", true-label probability {gain:+.3f} (p {gain_p:.3g}, {pct} lower bound {gain_lower:+.3f})")
+    lineage = False  # "better" shown against the lineage's first model instead of the serving model
+    if settings.better_than_origin and recent_origin is not None:
+        origin_p = numbers["origin_p"]
+        lineage = (p_value > alpha and origin_p <= alpha and recent_origin.n >= settings.min_gate_examples
+                   and recent.challenger_only >= recent.serving_only)
+        if lineage:
+            better = (f"{better}; better than the lineage's first model: improvement {-recent_origin.loss:+.3f} on "
+                      f"{recent_origin.n} answers ({recent_origin.challenger_only} won, {recent_origin.serving_only} "
+                      f"lost, p {origin_p:.3g}), no worse than the serving model")
+    numbers["better_than"] = "origin" if lineage else "serving"
     need = None
-    if p_value > alpha:
+    if p_value > alpha and not lineage:
         need = f"p > {alpha:.3g}"
     elif improvement < settings.min_improvement:
         need = f"improvement < min_improvement {settings.min_improvement:.3f}"

@@ -19,7 +19,8 @@ copy. Steps:
    answers: "better" on the recent labels (the gate set, plus the holdout's examples from the
    window's time span: the same stream's share set aside, never trained on either), "not
    forgetting" on the holdout and each of its strata, against the serving model and, after
-   promotions, against the model its lineage started from (``ModelRegistry.origin``);
+   promotions, against the model its lineage started from (``ModelRegistry.origin``), which also answers the
+   recent labels (``better_than_origin``);
    With ``gate.cross_fit`` every fresh label is evidence instead: ``cross_fit_folds`` fold models,
    each trained from the serving model without one fold of the window (``fold_of``), answer for
    that fold (and for that fold of the holdout's recent share); the challenger trains on the whole window; a run
@@ -221,6 +222,8 @@ class _Held:
     """The same against the lineage's first model (None: the serving model is that model)."""
     recent: Paired
     """Those of the holdout examples that are recent evidence (``recent_holdout``)."""
+    recent_origin: Paired | None
+    """The same recent ones against the lineage's first model (None: the serving model is that model)."""
 
 
 def _holdout_answers(holdout: Sequence[Example], serving: Sequence[tuple[str, str]],
@@ -228,16 +231,18 @@ def _holdout_answers(holdout: Sequence[Example], serving: Sequence[tuple[str, st
                      is_recent: Sequence[bool], period_s: float) -> _Held:
     strata: dict[str, Paired] = {}
     origin: dict[str, Paired] = {}
-    recent = Paired()
+    recent = recent_origin = Paired()
     for i, (e, s, c) in enumerate(zip(holdout, serving, challenger, strict=True)):
         answers = paired([e], [s], [c])
         name = stratum(e, period_s)
         strata[name] = strata.get(name, Paired()) + answers
+        against_origin = paired([e], [by_origin[i]], [c]) if by_origin is not None else Paired()
         if by_origin is not None:
-            origin[name] = origin.get(name, Paired()) + paired([e], [by_origin[i]], [c])
+            origin[name] = origin.get(name, Paired()) + against_origin
         if is_recent[i]:
             recent = recent + answers
-    return _Held(strata, origin or None, recent)
+            recent_origin = recent_origin + against_origin
+    return _Held(strata, origin or None, recent, recent_origin if by_origin is not None else None)
 
 
 @dataclass
@@ -259,6 +264,9 @@ class Trial:
     replay: list[Example]
     recent: Paired
     """The "better" evidence so far: the gate set and the holdout's recent share (or the cross-fitted answers)."""
+    recent_origin: Paired | None
+    """The same answers, the gate set's and the holdout's, paired with the lineage's first model's (None: the
+    serving model is that model, or the gate is cross-fitted)."""
     held: _Held
     holdout_serving: list[tuple[str, str]]
     by_origin: list[tuple[str, str]] | None
@@ -348,11 +356,14 @@ def train_challenger(
         )
         teacher = serving if ts.method == "replay_distill" else None
         origin_version = registry.origin(parent)
-        anchoring = teacher is not None and ts.distill_anchor
+        from_origin = teacher is not None and job.protect and ts.protect_teacher == "origin"
+        anchoring = teacher is not None and ts.distill_anchor and not from_origin
         first = None  # the lineage's first model, when the serving model descends from it
-        if origin_version != parent and (job.holdout or anchoring):
+        if origin_version != parent:
             first = load_checkpoint(registry.path(origin_version)).model
         anchor = first if anchoring else None
+        if from_origin and first is not None:  # protected: keep the answers forgetting is measured against
+            teacher = first
 
         def train_on(m: MultiTaskClassifier, train: list[Example], val: list[Example]) -> FitResult:
             return fit_fn(m, tokenizer, train, val, cfg, teacher=teacher, distill_rows=ts.distill_rows(train, replay),
@@ -390,7 +401,8 @@ def train_challenger(
                        "train_examples": len(train), "new_train_examples": len(new_train),
                        "val_examples": len(val), "gate_examples": len(gate_set), "spent_examples": len(job.spent),
                        "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3),
-                       "distill_on": ts.distill_on, "distill_weight": ts.distill_weight}
+                       "distill_on": ts.distill_on, "distill_weight": ts.distill_weight,
+                       "teacher": None if teacher is None else "origin" if teacher is first else "serving"}
         if fold_fits:
             fit_numbers["folds"] = fold_fits
         if _stopped(fitted, should_stop):
@@ -401,10 +413,11 @@ def train_challenger(
         for name, m in (("serving", serving), ("challenger", model)):
             scored[name] = (_predicted(m, tokenizer, gate_set if crossed is None else [], max_length),
                             _predicted(m, tokenizer, job.holdout, max_length))
-        by_origin = None
-        if first is not None and job.holdout:  # forgetting is also measured against the lineage's start
-            by_origin = _predicted(first.to(next(model.parameters()).device), loaded.tokenizer, job.holdout,
-                                   max_length)
+        by_origin = gate_origin = None
+        if first is not None:  # forgetting (and "better", on the gate set) is also measured against the lineage's start
+            first.to(next(model.parameters()).device)
+            by_origin = _predicted(first, loaded.tokenizer, job.holdout, max_length) if job.holdout else None
+            gate_origin = _predicted(first, loaded.tokenizer, gate_set, max_length) if crossed is None else None
         del first
         # The holdout's share of the same labels (as recent as the window, never trained on either)
         # is recent evidence too: with a few hundred labels the gate set alone cannot tell a gain
@@ -412,12 +425,16 @@ def train_challenger(
         recent = crossed if crossed is not None else paired(gate_set, scored["serving"][0], scored["challenger"][0])
         held = _holdout_answers(job.holdout, scored["serving"][1], scored["challenger"][1], by_origin, is_recent,
                                 settings.buffer.period_s)
+        recent_origin = None
         if crossed is None:
             recent = recent + held.recent
+            if gate_origin is not None:
+                recent_origin = paired(gate_set, gate_origin, scored["challenger"][0])
+                recent_origin = recent_origin + (held.recent_origin or Paired())
         seconds = (refused[1] if refused else time.perf_counter()) - started
         return Trial(job, version, settings, model, serving, tokenizer, loaded.meta, cfg, rng, train, replay, recent,
-                     held, scored["serving"][1], by_origin, origin_version, fit_numbers, train_on, seconds,
-                     refused[0] if refused else None)
+                     recent_origin, held, scored["serving"][1], by_origin, origin_version, fit_numbers, train_on,
+                     seconds, refused[0] if refused else None)
     except Exception as err:  # a failed run must leave serving alone; the error is recorded
         log.exception("training run %s (parent %s) failed", version, parent)
         return result("failed", f"{type(err).__name__}: {err}")
@@ -451,7 +468,8 @@ def conclude(
             recent = recent + paired(shadow, _predicted(trial.serving, trial.tokenizer, shadow, max_length),
                                      _predicted(model, trial.tokenizer, shadow, max_length))
         held = trial.held
-        verdict = trial.refused or judge(gs, recent=recent, holdout=held.strata, origin=held.origin)
+        verdict = trial.refused or judge(gs, recent=recent, holdout=held.strata, origin=held.origin,
+                                         recent_origin=trial.recent_origin)
         verdict.numbers.update(shadow_labels=len(shadow), shadow_answers=recent.n - trial.recent.n)
         fit_numbers, train = trial.fit_numbers, trial.train
         if verdict.promote and gs.refit and not gs.cross_fit and fit_numbers["gate_examples"]:
@@ -466,7 +484,8 @@ def conclude(
                                      _predicted(refit_model, trial.tokenizer, job.holdout, max_length),
                                      trial.by_origin, recent_holdout(fresh(job.new, job.spent), job.holdout),
                                      settings.buffer.period_s)
-            second = judge(gs, recent=recent, holdout=again.strata, origin=again.origin)
+            second = judge(gs, recent=recent, holdout=again.strata, origin=again.origin,
+                           recent_origin=trial.recent_origin)
             second.numbers.update(shadow_labels=len(shadow), shadow_answers=verdict.numbers["shadow_answers"])
             refit: dict[str, Any] = {"train_examples": len(refit_train), "epochs": refitted.epochs_run,
                                      "seconds": round(refitted.seconds, 3), "promoted": second.promote}

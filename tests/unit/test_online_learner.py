@@ -671,6 +671,9 @@ def test_a_promotion_keeps_the_window_and_spends_its_gate_labels(registry_dir: P
     # The second run's forgetting is measured against the lineage's first model too.
     assert second.numbers["holdout_answers"] > 0 and second.numbers["origin"] == "v-a", second.numbers
     assert "all vs origin" in second.numbers["forgetting_tested"] and "origin" not in first.numbers
+    # ... and so are its recent answers (the gate set's and the holdout's recent share: better_than_origin)
+    assert second.numbers["origin_answers"] == second.numbers["recent_answers"] > 0
+    assert "origin_answers" not in first.numbers
     ModelRegistry(registry_dir).set_current("v-a", event="rollback", reason="test")  # v-a was chosen on nothing
     daemon.run(stream("B", 80, 24, offset=160))
     daemon.wait()
@@ -793,3 +796,41 @@ def test_after_a_run_refused_for_forgetting_every_later_run_distils_the_new_exam
     event = ModelRegistry(registry_dir).history()[-1]
     assert event["gate"]["forgets"] and learner.last_result is not None
     learner.close()
+
+
+def test_a_protected_run_after_a_promotion_distils_from_the_lineages_first_model(registry_dir: Path) -> None:
+    """protect_teacher origin: after a refusal for forgetting, a run from a promoted model distils the answers of
+    the model its lineage started from (forgetting is measured against it too); serving: the promoted model's."""
+    from monitor.learn.incremental import RunInput, train_challenger
+    from monitor.learn.settings import parse_settings
+
+    def nudged(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, **kwargs: Any) -> FitResult:
+        with torch.no_grad():  # the promoted model differs from the first one
+            model.sentiment_head.bias.add_(1.0)
+        return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+    learner = make_learner(registry_dir, nudged, min_new_labels=40, retrain_every_labels=40, gate_enabled=False)
+    daemon = Daemon(registry_dir, learner)
+    daemon.run(stream("B", 80, 95))
+    daemon.wait()
+    promoted = learner.last_result
+    assert promoted is not None and promoted.outcome == "promoted", promoted
+    learner.close()
+    registry = ModelRegistry(registry_dir)
+    first_bias = load_checkpoint(registry.path("v-a")).model.sentiment_head.bias
+    promoted_bias = load_checkpoint(registry.path(promoted.version)).model.sentiment_head.bias
+    assert not torch.equal(first_bias, promoted_bias)
+    for choice, protect, expected in (("origin", True, first_bias), ("serving", True, promoted_bias),
+                                      ("origin", False, promoted_bias)):
+        teachers: list[Any] = []
+
+        def recording(model: Any, tokenizer: Any, train: Sequence[Example], *args: Any, teachers: list[Any] = teachers,
+                      **kwargs: Any) -> FitResult:
+            teachers.append(kwargs["teacher"].sentiment_head.bias.detach().clone())
+            return FitResult(float("nan"), 1, [], 0.0, len(train), False)
+
+        settings = parse_settings({**FAST, "min_gate_examples": 10_000, "protect_teacher": choice})
+        job = RunInput(promoted.version, tuple(stream("B", 80, 96, offset=10_000)), tuple(stream("A", 40, 97)),
+                       tuple(stream("A", 20, 98)), "test", version=f"v-{choice}-{protect}", protect=protect)
+        train_challenger(registry, job, settings, device="cpu", fit_fn=recording)
+        assert len(teachers) == 1 and torch.equal(teachers[0], expected), (choice, protect)

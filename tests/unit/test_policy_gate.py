@@ -200,6 +200,35 @@ def test_forgetting_cannot_build_up_over_a_chain_of_promotions() -> None:
     assert v.reason.startswith("forgetting on ") and "vs origin" in v.reason
 
 
+def test_after_promotions_a_whole_gain_over_the_lineages_first_model_promotes() -> None:
+    """better_than_origin: 50 recent answers cannot show the serving model's successor better (3 won, 2 lost), they
+    can show it better than the first model (11 won, 2 lost); then it must not lose more answers than it wins."""
+    settings = GateSettings(**{**GATE.model_dump(), "min_gate_examples": 50, "confidence": 0.8})
+    step = Paired(both=38, serving_only=2, challenger_only=3, neither=7)
+    whole = Paired(both=30, serving_only=2, challenger_only=11, neither=7)
+    old = {"twitter_topic@?": _old()}
+    assert not judge(settings, recent=step, holdout=old).promote  # no lineage: the step alone decides
+    v = judge(settings, recent=step, holdout=old, recent_origin=whole)
+    assert v.promote and v.numbers["better_than"] == "origin", v.reason
+    assert "better than the lineage's first model" in v.reason and v.numbers["origin_answers"] == 50
+    assert v.numbers["origin_won"] == 11 and v.numbers["origin_p"] < 0.2
+    off = GateSettings(**{**settings.model_dump(), "better_than_origin": False})
+    assert not judge(off, recent=step, holdout=old, recent_origin=whole).promote
+    worse = Paired(both=38, serving_only=3, challenger_only=2, neither=7)  # loses more than it wins to serving
+    assert not judge(settings, recent=worse, holdout=old, recent_origin=whole).promote
+    lenient = GateSettings(**{**settings.model_dump(), "min_improvement": -0.5})  # the wins must still say so
+    assert not judge(lenient, recent=worse, holdout=old, recent_origin=whole).promote
+    noise = Paired(both=30, serving_only=5, challenger_only=8, neither=7)  # not clearly better than the first either
+    assert not judge(settings, recent=step, holdout=old, recent_origin=noise).promote
+    few = Paired(both=15, serving_only=1, challenger_only=9, neither=5)  # 30 answers: too few to decide on
+    assert not judge(settings, recent=step, holdout=old, recent_origin=few).promote
+    forgets = {"twitter_topic@?": Paired(both=340, serving_only=24, challenger_only=8, neither=28)}
+    v = judge(settings, recent=step, holdout=forgets, recent_origin=whole)
+    assert not v.promote and v.reason.startswith("forgetting on ") and v.numbers["forgets"], v.reason
+    clear = judge(settings, recent=whole, holdout=old, recent_origin=whole)  # better than serving: as before
+    assert clear.promote and clear.numbers["better_than"] == "serving"
+
+
 def test_a_small_holdout_is_reported_not_tested() -> None:
     v = judge(GATE, recent=_vectors(200, 0.70, 0.85, 0.5, random.Random(5)), holdout={"wire@1": _old(60)})
     assert v.promote and "forgetting not tested: holdout has 60 answers" in v.reason
