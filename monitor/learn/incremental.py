@@ -356,14 +356,11 @@ def train_challenger(
         )
         teacher = serving if ts.method == "replay_distill" else None
         origin_version = registry.origin(parent)
-        from_origin = teacher is not None and job.protect and ts.protect_teacher == "origin"
-        anchoring = teacher is not None and ts.distill_anchor and not from_origin
+        anchoring = teacher is not None and ts.distill_anchor
         first = None  # the lineage's first model, when the serving model descends from it
         if origin_version != parent:
             first = load_checkpoint(registry.path(origin_version)).model
         anchor = first if anchoring else None
-        if from_origin and first is not None:  # protected: keep the answers forgetting is measured against
-            teacher = first
 
         def train_on(m: MultiTaskClassifier, train: list[Example], val: list[Example]) -> FitResult:
             return fit_fn(m, tokenizer, train, val, cfg, teacher=teacher, distill_rows=ts.distill_rows(train, replay),
@@ -401,8 +398,7 @@ def train_challenger(
                        "train_examples": len(train), "new_train_examples": len(new_train),
                        "val_examples": len(val), "gate_examples": len(gate_set), "spent_examples": len(job.spent),
                        "holdout_examples": len(job.holdout), "seconds": round(fitted.seconds, 3),
-                       "distill_on": ts.distill_on, "distill_weight": ts.distill_weight,
-                       "teacher": None if teacher is None else "origin" if teacher is first else "serving"}
+                       "distill_on": ts.distill_on, "distill_weight": ts.distill_weight}
         if fold_fits:
             fit_numbers["folds"] = fold_fits
         if _stopped(fitted, should_stop):

@@ -179,9 +179,6 @@ class TrainSettings(_Group):
     distill_after_forgetting: float = 0.5
     """Once a run was refused for forgetting, later runs distil every example, new ones too (LwF, distill_on all),
     at this weight: the new domain's labels conflict with what the model knew (0: never)."""
-    protect_teacher: str = "serving"
-    """The teacher of the runs after a refusal for forgetting: serving, or origin (the lineage's first model, against
-    which forgetting is measured too)."""
     distill_anchor: bool = False
     """Distil each example from the serving or the lineage's first model, whichever gives its label more probability."""
     freeze_embeddings: bool = True
@@ -253,8 +250,6 @@ class TrainSettings(_Group):
         _check(self.distill_temperature > 0, "distill_temperature", "must be > 0")
         _check(self.distill_weight >= 0, "distill_weight", "must be >= 0")
         _check(self.distill_after_forgetting >= 0, "distill_after_forgetting", "must be >= 0")
-        _check(self.protect_teacher in ("serving", "origin"), "protect_teacher",
-               f"must be serving or origin, got {self.protect_teacher!r}")
         _check(self.freeze_layers >= 0, "freeze_layers", "must be >= 0")
         _check(self.epochs >= 1 and self.batch_size >= 1 and self.patience >= 1, "epochs",
                "epochs, batch_size and patience must be >= 1")
