@@ -275,10 +275,11 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         "challenger_only": recent.challenger_only, "mcnemar_p": _r(mcnemar_p),
         "gain": _r(gain), "gain_lower": _r(gain_lower), "gain_p": _r(gain_p),
     }
+    origin_p = _p_value(settings, recent_origin) if recent_origin is not None else 1.0
     if recent_origin is not None:
         numbers.update(origin_answers=recent_origin.n, origin_won=recent_origin.challenger_only,
                        origin_lost=recent_origin.serving_only, origin_improvement=_r(-recent_origin.loss),
-                       origin_p=_r(_p_value(settings, recent_origin)))
+                       origin_p=_r(origin_p))
     whole = sum(holdout.values(), Paired())
     sets = {"all": whole, **{name: holdout[name] for name in sorted(holdout)}}
     if origin:
@@ -306,7 +307,6 @@ def judge(settings: GateSettings, *, recent: Paired, holdout: Mapping[str, Paire
         better += (f", true-label probability {gain:+.3f} (p {gain_p:.3g}, {pct} lower bound {gain_lower:+.3f})")
     lineage = False  # "better" shown against the lineage's first model instead of the serving model
     if settings.better_than_origin and recent_origin is not None:
-        origin_p = numbers["origin_p"]
         lineage = (p_value > alpha and origin_p <= alpha and recent_origin.n >= settings.min_gate_examples
                    and recent.challenger_only >= recent.serving_only)
         if lineage:
