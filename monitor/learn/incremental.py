@@ -236,12 +236,13 @@ def _holdout_answers(holdout: Sequence[Example], serving: Sequence[tuple[str, st
         answers = paired([e], [s], [c])
         name = stratum(e, period_s)
         strata[name] = strata.get(name, Paired()) + answers
-        against_origin = paired([e], [by_origin[i]], [c]) if by_origin is not None else Paired()
-        if by_origin is not None:
-            origin[name] = origin.get(name, Paired()) + against_origin
         if is_recent[i]:
             recent = recent + answers
-            recent_origin = recent_origin + against_origin
+        if by_origin is not None:
+            against_origin = paired([e], [by_origin[i]], [c])
+            origin[name] = origin.get(name, Paired()) + against_origin
+            if is_recent[i]:
+                recent_origin = recent_origin + against_origin
     return _Held(strata, origin or None, recent, recent_origin if by_origin is not None else None)
 
 

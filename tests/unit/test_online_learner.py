@@ -796,4 +796,3 @@ def test_after_a_run_refused_for_forgetting_every_later_run_distils_the_new_exam
     event = ModelRegistry(registry_dir).history()[-1]
     assert event["gate"]["forgets"] and learner.last_result is not None
     learner.close()
-
