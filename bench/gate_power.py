@@ -20,6 +20,7 @@ import argparse
 import random
 
 from monitor.learn.gate import mcnemar_midp
+from monitor.learn.settings import GateSettings
 
 
 def pass_rate(won: float, lost: float, n: int, confidence: float, trials: int, rng: random.Random) -> float:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", nargs="+", metavar="WON:LOST",
                         default=["0.082:0.040", "0.059:0.040", "0.070:0.018", "0.044:0.024"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 75, 106, 150, 300])
-    parser.add_argument("--confidence", type=float, default=0.8, help="the gate's confidence (default 0.8)")
+    parser.add_argument("--confidence", type=float, default=GateSettings().confidence,
+                        help=f"the gate's confidence (default: the learner's, {GateSettings().confidence})")
     parser.add_argument("--trials", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
