@@ -20,7 +20,8 @@
    ``--domain semeval``: the third domain instead (SemEval-2017 headlines, ``continual_domain_data.py``),
    final split only: no setting was ever chosen on it, so it says what a user's new domain would see.
 4. ``--agreement FILE``: no replay; the table of the gate's verdicts against the held-out data
-   over every run recorded in FILE (see ``agreement``). ``--table FILE``: no replay; each variant's
+   over every run recorded in FILE (see ``agreement``), then the forgetting test's loss against the
+   fresh tweets' (see ``forgetting_check``). ``--table FILE``: no replay; each variant's
    gap recovered and tweet loss per label sample, and the gate sets' discordance against the
    held-out data's (see ``table``).
 
@@ -214,6 +215,37 @@ def agreement(rows: list[dict[str, Any]]) -> str:
                                if unscored else "")
 
 
+def forgetting_check(rows: list[dict[str, Any]]) -> str:
+    """The forgetting test against fresh tweets, for every scored run whose worst tested stratum was the holdout's
+    tweet sentiment: the gate's observed loss beside the held-out tweets' (points, means), their paired difference
+    with its standard error, and their correlation, by verdict and by the holdout's size (which tells served
+    models' seeds apart: about 1,250 answers for the served model of round 16, 750 before it; rounded to 250).
+    """
+    import statistics
+
+    groups: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    for r in rows:
+        for run_ in r["runs"]:
+            gate, held = run_.get("gate") or {}, run_.get("held_out")
+            if held is None or gate.get("forgetting_stratum") != "twitter_sentiment@?":
+                continue
+            pair = (100 * gate["forgetting"], -100 * held["tweets_sentiment"]["diff"])
+            size = 250 * round(gate["holdout_answers"] / 250)
+            groups.setdefault((size, run_["event"]), []).append(pair)
+            groups.setdefault((size, "all"), []).append(pair)
+    lines = ["| holdout answers | runs | n | gate's loss (pt) | fresh tweets' loss (pt) | difference (se) | "
+             "correlation |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (size, event), pairs in sorted(groups.items()):
+        gate_loss, fresh_loss = zip(*pairs, strict=True)
+        diffs = [f - g for g, f in pairs]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        corr = (statistics.correlation(gate_loss, fresh_loss) if len(pairs) > 2 and len(set(gate_loss)) > 1
+                and len(set(fresh_loss)) > 1 else float("nan"))
+        lines.append(f"| ~{size:.0f} | {event} | {len(pairs)} | {statistics.mean(gate_loss):+.2f} | "
+                     f"{statistics.mean(fresh_loss):+.2f} | {statistics.mean(diffs):+.2f} ({se:.2f}) | {corr:.2f} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """One line a variant (and split): the gap recovered and the tweet-sentiment change per label sample, their means
     (with the gap's standard error over samples), the worst loss, how many samples lose at most 1 point, promotions.
@@ -273,14 +305,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the served model's seed (in a copy) by the one this code's monitor train writes")
     parser.add_argument("--workdir", type=Path, help="keep registries and replays here (default: a temp dir)")
     parser.add_argument("--agreement", type=Path, help="print the gate-vs-held-out table of the runs in this "
-                        "JSONL file (--variant: only its rows) and exit")
+                        "JSONL file and the forgetting test against fresh tweets (--variant: only its rows) and exit")
     parser.add_argument("--table", type=Path, help="print the per-variant results of the rows in this JSONL file "
                         "(--variant: only those whose variant contains it) and the gate's discordance against the "
                         "held-out data's, and exit")
     parser.add_argument("--variant", default="", help="a tag stored in each row written; with --agreement or --table, "
                         "only the rows whose variant contains it")
     args = parser.parse_args(argv)
-    for path, show in ((args.agreement, agreement), (args.table, table)):
+    def verdicts_and_forgetting(rows: list[dict[str, Any]]) -> str:
+        return f"{agreement(rows)}\n\nThe forgetting test against fresh tweets:\n{forgetting_check(rows)}"
+
+    for path, show in ((args.agreement, verdicts_and_forgetting), (args.table, table)):
         if path is not None:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
             print(show([r for r in rows if args.variant in r.get("variant", "")]))

@@ -219,6 +219,23 @@ def test_the_gate_verdicts_are_read_against_the_held_out_data() -> None:
     assert table[-1].startswith("(1 runs without held-out scores")
 
 
+def test_the_forgetting_test_is_set_beside_the_fresh_tweets() -> None:
+    from adapt_replay import forgetting_check
+
+    def scored(event: str, gate_loss: float, tweets: float, stratum: str = "twitter_sentiment@?") -> dict:
+        return {**_run(event, "", (0.04, 0.01), tweets=(tweets, 0.005)),
+                "gate": {"forgetting": gate_loss, "forgetting_stratum": stratum, "holdout_answers": 1263}}
+
+    rows = [{"runs": [scored("promoted", 0.002, -0.004), scored("promoted", 0.004, -0.010),
+                      scored("rejected", 0.030, -0.020), scored("rejected", 0.050, -0.060, stratum="wire@1"),
+                      {"event": "rejected", "held_out": None}]}]
+    lines = forgetting_check(rows).splitlines()
+    assert len(lines) == 5  # header, rule, all, promoted, rejected: another stratum's run and the unscored one left out
+    assert lines[2] == "| ~1250 | all | 3 | +1.20 | +1.13 | -0.07 (0.48) | 0.95 |", lines[2]  # worked by hand
+    assert lines[3] == "| ~1250 | promoted | 2 | +0.30 | +0.70 | +0.40 (0.20) | nan |", lines[3]  # 2: no correlation
+    assert lines[4].startswith("| ~1250 | rejected | 1 | +3.00 | +2.00 | -1.00 (nan) | nan |"), lines[4]
+
+
 def test_the_replay_table_summarises_each_variant_and_the_gate_s_discordance() -> None:
     from adapt_replay import table
 
