@@ -36,6 +36,7 @@ import argparse
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,14 +216,17 @@ def agreement(rows: list[dict[str, Any]]) -> str:
                                if unscored else "")
 
 
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean of ``values`` (NaN for fewer than two)."""
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+
+
 def forgetting_check(rows: list[dict[str, Any]]) -> str:
     """The forgetting test against fresh tweets, for every scored run whose worst tested stratum was the holdout's
     tweet sentiment: the gate's observed loss beside the held-out tweets' (points, means), their paired difference
     with its standard error, and their correlation, by verdict and by the holdout's size (which tells served
     models' seeds apart: about 1,250 answers for the served model of round 16, 750 before it; rounded to 250).
     """
-    import statistics
-
     groups: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for r in rows:
         for run_ in r["runs"]:
@@ -238,12 +242,17 @@ def forgetting_check(rows: list[dict[str, Any]]) -> str:
     for (size, event), pairs in sorted(groups.items()):
         gate_loss, fresh_loss = zip(*pairs, strict=True)
         diffs = [f - g for g, f in pairs]
-        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        se = standard_error(diffs)
         corr = (statistics.correlation(gate_loss, fresh_loss) if len(pairs) > 2 and len(set(gate_loss)) > 1
                 and len(set(fresh_loss)) > 1 else float("nan"))
         lines.append(f"| ~{size:.0f} | {event} | {len(pairs)} | {statistics.mean(gate_loss):+.2f} | "
                      f"{statistics.mean(fresh_loss):+.2f} | {statistics.mean(diffs):+.2f} ({se:.2f}) | {corr:.2f} |")
     return "\n".join(lines)
+
+
+def agreement_report(rows: list[dict[str, Any]]) -> str:
+    """What ``--agreement`` prints: the verdicts table, then the forgetting test against fresh tweets."""
+    return f"{agreement(rows)}\n\nThe forgetting test against fresh tweets:\n{forgetting_check(rows)}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -253,8 +262,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     Then the gate's discordant answers pooled over every scored run against the held-out data's for the same
     challengers: a gate set that is only small splits its discordant answers as the held-out set does.
     """
-    import statistics
-
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         split = r["split"] if r.get("domain", "phrasebank") == "phrasebank" else f"{r['domain']} {r['split']}"
@@ -265,7 +272,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         group = sorted(group, key=lambda r: r["seed"])
         gaps = [float(r["gap_recovered"]) for r in group]
         tweets = [100 * r["forgetting"]["tweets_sentiment"]["diff"] for r in group]
-        se = statistics.stdev(gaps) / len(gaps) ** 0.5 if len(gaps) > 1 else float("nan")
+        se = standard_error(gaps)
         runs = [run_ for r in group for run_ in r["runs"]]
         lines.append(f"| {variant or '-'} | {split} | {' '.join(str(r['seed']) for r in group)} | "
                      f"{' '.join(f'{g:.3f}' for g in gaps)} | {statistics.mean(gaps):.2f} ({se:.2f}) | "
@@ -312,10 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="", help="a tag stored in each row written; with --agreement or --table, "
                         "only the rows whose variant contains it")
     args = parser.parse_args(argv)
-    def verdicts_and_forgetting(rows: list[dict[str, Any]]) -> str:
-        return f"{agreement(rows)}\n\nThe forgetting test against fresh tweets:\n{forgetting_check(rows)}"
-
-    for path, show in ((args.agreement, verdicts_and_forgetting), (args.table, table)):
+    for path, show in ((args.agreement, agreement_report), (args.table, table)):
         if path is not None:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
             print(show([r for r in rows if args.variant in r.get("variant", "")]))
