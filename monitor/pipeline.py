@@ -42,7 +42,7 @@ class Scorer(Protocol):
 
     version: str
 
-    def predict(self, texts: Sequence[str]) -> Sequence[ScoredLike]: ...
+    def predict(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> Sequence[ScoredLike]: ...
 
 
 class ModelSlot:
@@ -104,7 +104,7 @@ class Pipeline:
         """Classify ``items`` (``received_at``: clock time each was polled) in one model version."""
         scorer = self.slot.current
         started = self._clock()
-        scored = scorer.predict([item.text for item in items]) if items else []
+        scored = scorer.predict([item.text for item in items], [item.source for item in items]) if items else []
         done = self._clock()
         predictions = [
             Prediction(

@@ -2,6 +2,9 @@
 
 Per head (only heads with labels in the data): accuracy, precision/recall/F1/support per class,
 micro/macro/weighted averages and the confusion matrix (rows = true, columns = predicted).
+Each example is scored as an item of its source (the file's ``source`` column, else the file's name): a
+source with logit offsets in the model (a source the learner adapted to) gets them, as it does when served.
+``--source NAME`` scores every example as an item of NAME instead. Which sources had offsets is printed.
 Exit codes: 0 ok, 2 unreadable data or model.
 """
 
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -39,6 +44,8 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE[:FORMAT]",
         help=f"labelled file, repeatable; FORMAT is one of {', '.join(FORMATS)} (default: from the name)",
     )
+    parser.add_argument("--source", metavar="NAME",
+                        help="score every example as an item of this source (default: each example's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: %(default)s)")
     parser.add_argument(
@@ -63,16 +70,23 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError, OSError) as exc:
         print(f"monitor eval: {exc}", file=sys.stderr)
         return 2
+    if args.source is not None:
+        examples = [replace(e, source=args.source) for e in examples]
+    offsets = Counter(e.source for e in examples if e.source in loaded.model.source_offsets)
     max_length = args.max_length or loaded.meta.max_length
     predictor = Predictor(
         loaded.model, loaded.tokenizer, loaded.meta.version, max_length=max_length, batch_size=args.batch_size
     )
     report = evaluate(predictor, examples)
     if args.json:
-        body = {"model": loaded.meta.version, "data": list(args.data), **report.to_dict()}
+        body = {"model": loaded.meta.version, "data": list(args.data), "source_offsets_applied": dict(offsets),
+                **report.to_dict()}
         print(json.dumps(body, indent=2))
     else:
         print(f"model {loaded.meta.version} on {report.examples} labelled examples ({report.seconds:.1f} s)")
+        if loaded.model.source_offsets:
+            applied = ", ".join(f"{k} ({n} examples)" for k, n in sorted(offsets.items())) or "none"
+            print(f"source offsets of the model: {', '.join(sorted(loaded.model.source_offsets))}; applied: {applied}")
         print(format_report(report))
     return 0
 

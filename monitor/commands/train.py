@@ -22,6 +22,7 @@ import argparse
 import copy
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ _UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("distill_weight", float, "weight of the distillation from the --from model"),
     ("distill_temperature", float, "distillation temperature"),
     ("distill_on", str, "examples the distillation covers: replay, congruent or all"),
+    ("source_offset_lr", float, "learning rate of the per-source logit offsets (0: none)"),
+    ("source_offset_min", int, "new examples of a source the replay lacks before it gets offsets"),
 )
 
 
@@ -237,8 +240,11 @@ def run(args: argparse.Namespace) -> int:
             replay = draw_per_head(pool, ts.replay_size(len(examples)), random.Random(cfg.seed))
         if ts.method == "replay_distill":
             teacher = copy.deepcopy(model)
+        cfg = replace(cfg, offset_sources=ts.offset_sources(examples, replay, model.source_offsets),
+                      lr_offsets=ts.source_offset_lr)
         print(f"fine-tuning {parent.meta.version} ({ts.method}): {len(examples)} new + {len(replay)} replay "
-              f"examples (of {len(pool)})", file=sys.stderr)
+              f"examples (of {len(pool)}); source offsets trained: {', '.join(cfg.offset_sources) or 'none'}",
+              file=sys.stderr)
     data = examples + replay
     if args.val_data:
         train, val = data, _read_all(args.val_data, topics)

@@ -110,7 +110,7 @@ def evaluate(
         )
     heads: dict[str, HeadReport] = {}
     labelled = [e for e in examples if e.topic is not None or e.sentiment is not None]
-    scored = predictor.predict([e.text for e in labelled])
+    scored = predictor.predict([e.text for e in labelled], [e.source for e in labelled])
     model = predictor.model
     for head, known in (("topic", model.topics), ("sentiment", model.sentiments)):
         pairs = [

@@ -210,7 +210,7 @@ def _predicted(model: MultiTaskClassifier, tokenizer: Any, examples: Sequence[Ex
     device = next(model.parameters()).device
     predictor = Predictor(model, tokenizer, "gate", device=device, max_length=max_length, batch_size=64)
     return [Answer(s.topic, s.sentiment, s.topic_probs, s.sentiment_probs)
-            for s in predictor.predict([e.text for e in examples])]
+            for s in predictor.predict([e.text for e in examples], [e.source for e in examples])]
 
 
 @dataclass(frozen=True)
@@ -354,6 +354,7 @@ def train_challenger(
             freeze_layers=ts.freeze_layers, seed=job.seed, distill_weight=ts.distill_weight,
             distill_temperature=ts.distill_temperature, distill_congruent=ts.congruent, device=device,
             max_seconds=settings.policy.max_training_s,
+            offset_sources=ts.offset_sources(new_train, replay, model.source_offsets), lr_offsets=ts.source_offset_lr,
         )
         teacher = serving if ts.method == "replay_distill" else None
         origin_version = registry.origin(parent)

@@ -18,7 +18,8 @@ checked by building the detector once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -197,6 +198,11 @@ class TrainSettings(_Group):
     """Epochs without a better validation score before stopping."""
     val_fraction: float = 0.0
     """Share of the training set used for early stopping (0: no early stopping, all epochs run, all data trains)."""
+    source_offset_lr: float = 0.1
+    """Peak learning rate of the per-source logit offsets: a source the model was not trained on gets its own
+    offsets, so its label convention does not move the shared heads (0: no offsets)."""
+    source_offset_min: int = 50
+    """New training examples of such a source a run needs before it gets offsets."""
 
     def replay_size(self, new_examples: int) -> int:
         """Replay examples a run on ``new_examples`` new ones draws: ``replay_ratio`` of them, at least ``min_replay``.
@@ -218,6 +224,25 @@ class TrainSettings(_Group):
         if self.distill_after_forgetting <= 0 or self.method != "replay_distill":
             return self
         return self.model_copy(update={"distill_on": "all", "distill_weight": self.distill_after_forgetting})
+
+    def offset_sources(self, new: Sequence[Any], replay: Sequence[Any], existing: Iterable[str]) -> tuple[str, ...]:
+        """Sources whose logit offsets train in a run (``TrainConfig.offset_sources``): those the model has
+        (``existing``), and each source with ``source_offset_min`` or more ``new`` training examples and none in
+        the ``replay`` (a source the model's training data lacks); none with ``source_offset_lr`` 0.
+
+        >>> from types import SimpleNamespace as E
+        >>> new = [E(source="wire")] * 50 + [E(source="blog")] * 49 + [E(source="tweets")] * 60
+        >>> TrainSettings().offset_sources(new, [E(source="tweets")], ["forum"])
+        ('forum', 'wire')
+        >>> TrainSettings(source_offset_lr=0).offset_sources(new, [], [])
+        ()
+        """
+        if self.source_offset_lr <= 0:
+            return ()
+        counts = Counter(e.source for e in new)
+        replayed = {e.source for e in replay}
+        arrived = {s for s, n in counts.items() if n >= self.source_offset_min and s not in replayed}
+        return tuple(sorted(set(existing) | arrived))
 
     @property
     def congruent(self) -> bool:
@@ -255,6 +280,8 @@ class TrainSettings(_Group):
                "epochs, batch_size and patience must be >= 1")
         _check(self.lr_encoder >= 0 and self.lr_head > 0, "lr_head", "learning rates must be > 0 (lr_encoder >= 0)")
         _check(0.0 <= self.val_fraction < 0.5, "val_fraction", "must be in [0, 0.5)")
+        _check(self.source_offset_lr >= 0, "source_offset_lr", "must be >= 0")
+        _check(self.source_offset_min >= 1, "source_offset_min", "must be >= 1")
         return self
 
 

@@ -87,6 +87,12 @@ class TrainConfig:
     cache_frozen: bool = True
     """Compute the frozen blocks once per example (see the module docstring); False runs them every step
     (the same result, for comparing the cost)."""
+    offset_sources: tuple[str, ...] = ()
+    """Sources whose logit offsets (``MultiTaskClassifier.source_offsets``) train with the model, from the
+    model's own or from zero; the offsets of other sources are applied to their rows unchanged."""
+    lr_offsets: float = 0.1
+    """Peak learning rate of those offsets: high, so that a source's label convention moves its offsets
+    rather than the shared heads (bench/README.md, twenty-second round)."""
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "max_length": self.max_length}
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.patience < 1 or self.freeze_layers < 0 or self.distill_temperature <= 0:
             raise ValueError("need patience >= 1, freeze_layers >= 0 and distill_temperature > 0")
+        if self.offset_sources and self.lr_offsets <= 0:
+            raise ValueError("offsets train only with lr_offsets > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,15 +188,19 @@ def fit(
     if cfg.freeze_embeddings or cfg.freeze_layers:
         freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
     still = frozen_modules(model, cfg.freeze_embeddings, cfg.freeze_layers)
+    offset_params = _trainable_offsets(model, cfg.offset_sources, device)
+    sources = [e.source for e in train]
 
     ids = encode(tokenizer, [e.text for e in train], cfg.max_length)
     lengths = [len(row) for row in ids]
     topic_y = label_indices([e.topic for e in train], model.topics, "topic")
     sentiment_y = label_indices([e.sentiment for e in train], model.sentiments, "sentiment")
     pad_id = tokenizer.pad_token_id or 0
-    targets = _teacher_logits(teacher, ids, pad_id, device, cfg.eval_batch_size) if teacher is not None else None
+    targets = None
+    if teacher is not None:
+        targets = _teacher_logits(teacher, ids, sources, pad_id, device, cfg.eval_batch_size)
     if targets is not None and anchor is not None:
-        targets = anchored_targets(targets, _teacher_logits(anchor, ids, pad_id, device, cfg.eval_batch_size),
+        targets = anchored_targets(targets, _teacher_logits(anchor, ids, sources, pad_id, device, cfg.eval_batch_size),
                                    (topic_y, sentiment_y))
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
     if len(distilled) != len(train):
@@ -202,13 +214,17 @@ def fit(
         below = 0
     states = _lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr_head)
+    trainable = [p for p in model.parameters() if p.requires_grad] + offset_params
+    groups = _param_groups(model, cfg)
+    if offset_params:
+        groups.append({"params": offset_params, "lr": cfg.lr_offsets, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr_head)
     total_steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     warmup = int(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _linear(step, warmup, total_steps))
 
     best_score, best_epoch, best_state = -math.inf, None, None
+    best_offsets = model.source_offsets
     history: list[EpochRecord] = []
     examples_seen, bad_epochs, stop_reason = 0, 0, "completed"
     for epoch in range(1, cfg.epochs + 1):
@@ -233,6 +249,9 @@ def fit(
             else:
                 hidden, mask = _stack(states, indices)
                 topic_logits, sentiment_logits = model.upper(hidden, mask, below)
+            offsets = model.offsets([sources[i] for i in indices])
+            if offsets is not None:
+                topic_logits, sentiment_logits = topic_logits + offsets[0], sentiment_logits + offsets[1]
             loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
@@ -280,6 +299,7 @@ def fit(
         if val_score is not None and val_score > best_score:
             best_score, best_epoch, bad_epochs = val_score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_offsets = _detached(model.source_offsets)
         elif val_score is not None:
             bad_epochs += 1
             if bad_epochs >= cfg.patience and stop_reason == "completed" and epoch < cfg.epochs:
@@ -289,6 +309,7 @@ def fit(
 
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.source_offsets = _detached(best_offsets)
     model.eval()
     return FitResult(
         best_score=best_score if best_epoch is not None else math.nan,
@@ -348,10 +369,29 @@ def anchored_targets(teacher: tuple[Tensor, Tensor], anchor: tuple[Tensor, Tenso
     return tuple(torch.where(use_anchor[:, None], a, t) for t, a in zip(teacher, anchor, strict=True))  # type: ignore[return-value]
 
 
+def _trainable_offsets(model: MultiTaskClassifier, sources: Sequence[str], device: torch.device) -> list[Tensor]:
+    """Make the offsets of ``sources`` trainable parameters of ``model`` (from its own, else zeros), all of its
+    offsets on ``device``; returns the parameters."""
+    offsets = {k: (t.to(device), s.to(device)) for k, (t, s) in model.source_offsets.items()}
+    params: list[Tensor] = []
+    for source in sources:
+        start = offsets.get(source) or (torch.zeros(len(model.topics)), torch.zeros(len(model.sentiments)))
+        pair = tuple(torch.nn.Parameter(x.detach().clone().float().to(device)) for x in start)
+        offsets[source] = (pair[0], pair[1])
+        params += pair
+    model.source_offsets = offsets
+    return params
+
+
+def _detached(offsets: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
+    return {k: (t.detach().clone(), s.detach().clone()) for k, (t, s) in offsets.items()}
+
+
 @torch.no_grad()  # the targets are constants: a graph here would hold every example's activations
-def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int,
+def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], sources: Sequence[str], pad_id: int,
                     device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
-    """The teacher's (topic, sentiment) logits of every training example, on the CPU, in ``ids`` order."""
+    """The teacher's (topic, sentiment) logits of every training example (its source offsets added, as it serves),
+    on the CPU, in ``ids`` order."""
     teacher.to(device).eval()
     topic: Tensor | None = None
     sentiment: Tensor | None = None
@@ -362,6 +402,9 @@ def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], 
         rows = torch.tensor(indices)
         topic[rows], sentiment[rows] = t.float().cpu(), s.float().cpu()
     assert topic is not None and sentiment is not None  # fit refuses an empty training set
+    offsets = teacher.offsets(sources)
+    if offsets is not None:
+        topic, sentiment = topic + offsets[0].cpu(), sentiment + offsets[1].cpu()
     return topic, sentiment
 
 

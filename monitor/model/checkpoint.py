@@ -21,17 +21,19 @@ function, is a ``CheckpointError`` that says what is wrong.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
 import struct
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -43,6 +45,7 @@ __all__ = [
     "LoadedModel",
     "load_checkpoint",
     "new_version_id",
+    "offsets_to_meta",
     "read_meta",
     "save_checkpoint",
     "validate_checkpoint",
@@ -86,11 +89,15 @@ class CheckpointMeta:
     max_length: int = 128
     """Token truncation length of the model: training, the promotion gate and serving all use it
     (checkpoints written before it existed were served at 128)."""
+    source_offsets: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
+    """Per-source logit offsets, ``{source: {"topic": [...], "sentiment": [...]}}`` in the label orders
+    (``MultiTaskClassifier.source_offsets``; written from the model by :func:`save_checkpoint`)."""
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["topics"], body["sentiments"] = list(self.topics), list(self.sentiments)
         body["metrics"], body["train_config"] = dict(self.metrics), dict(self.train_config)
+        body["source_offsets"] = {k: {h: list(v) for h, v in heads.items()} for k, heads in self.source_offsets.items()}
         return body
 
     @classmethod
@@ -119,6 +126,9 @@ class CheckpointMeta:
         for key in ("metrics", "train_config"):
             if key in known and not isinstance(known[key], Mapping):
                 raise CheckpointError(f"'{key}' must be an object")
+        if "source_offsets" in known:
+            _check_offsets(known["source_offsets"], {"topic": len(known["topics"]),
+                                                     "sentiment": len(known["sentiments"])})
         if "dropout" in known and (not isinstance(known["dropout"], int | float) or not 0 <= known["dropout"] < 1):
             raise CheckpointError("'dropout' must be a number in [0, 1)")
         if "format" in known and (not isinstance(known["format"], int) or isinstance(known["format"], bool)):
@@ -134,6 +144,26 @@ class CheckpointMeta:
     def created_timestamp(self) -> float:
         """``created_at`` as POSIX seconds (for the model-created gauge)."""
         return datetime.fromisoformat(self.created_at).timestamp()
+
+
+def _check_offsets(offsets: Any, sizes: Mapping[str, int]) -> None:
+    if not isinstance(offsets, Mapping):
+        raise CheckpointError("'source_offsets' must be an object")
+    for source, heads in offsets.items():
+        if not isinstance(heads, Mapping) or set(heads) != set(sizes):
+            raise CheckpointError(f"'source_offsets' of {source!r} must have exactly the keys topic and sentiment")
+        for head, size in sizes.items():
+            values = heads[head]
+            if (not isinstance(values, list) or len(values) != size
+                    or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in values)):
+                raise CheckpointError(f"'source_offsets' of {source!r}: {head} must be {size} finite numbers")
+
+
+def offsets_to_meta(model: MultiTaskClassifier) -> dict[str, dict[str, list[float]]]:
+    """``model.source_offsets`` as ``meta.json`` keeps them."""
+    return {source: {"topic": [round(float(v), 6) for v in t], "sentiment": [round(float(v), 6) for v in s]}
+            for source, (t, s) in sorted(model.source_offsets.items())}
 
 
 @dataclass(frozen=True)
@@ -159,6 +189,7 @@ def save_checkpoint(
     dest = Path(dest)
     if (tuple(meta.topics), tuple(meta.sentiments)) != (model.topics, model.sentiments):
         raise ValueError("meta topics/sentiments differ from the model's label sets")
+    meta = replace(meta, source_offsets=offsets_to_meta(model))  # the model's offsets are the truth
     if dest.exists() and not overwrite:
         raise FileExistsError(f"checkpoint {dest} already exists")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +307,8 @@ def load_checkpoint(path: Path | str, device: str = "cpu") -> LoadedModel:
         encoder = AutoModel.from_config(config)
         model = MultiTaskClassifier(encoder, meta.topics, meta.sentiments, dropout=meta.dropout)
         model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"), strict=True)
+        model.source_offsets = {source: (torch.tensor(heads["topic"]), torch.tensor(heads["sentiment"]))
+                                for source, heads in meta.source_offsets.items()}
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # safetensors, transformers and torch each raise their own kinds
         raise CheckpointError(f"{path} does not load: {type(exc).__name__}: {str(exc)[:500]}") from exc

@@ -9,6 +9,13 @@ lowest ``k`` blocks) then ``upper(hidden, mask, k)`` (the other blocks, pooling 
 trainer that freezes the lowest ``k`` blocks computes ``lower`` once per example and only
 ``upper`` each epoch (``monitor.learn.trainer``). In eval mode the two parts give ``forward``'s
 logits.
+
+**Per-source offsets** (``source_offsets``): a source whose labellers follow another convention
+than the training data's (headlines called positive that tweets would call neutral) gets its own
+pair of logit offsets, added to the logits of its items only (:meth:`offsets`). Every other item,
+and every item of an unknown source, gets the shared heads' answer. The learner fits an offset
+when a new source brings labels (``monitor.learn.settings.TrainSettings.source_offset_lr``); the
+checkpoint keeps them in ``meta.json``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from monitor.labels import DEFAULT_TOPICS, SENTIMENTS
 
-__all__ = ["MultiTaskClassifier", "freeze", "frozen_modules", "mean_pool"]
+__all__ = ["MultiTaskClassifier", "Offsets", "freeze", "frozen_modules", "mean_pool"]
+
+#: A source's ``(topic, sentiment)`` logit offsets.
+Offsets = tuple[Tensor, Tensor]
 
 
 def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
@@ -58,6 +69,8 @@ class MultiTaskClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden, len(self.topics))
         self.sentiment_head = nn.Linear(hidden, len(self.sentiments))
+        self.source_offsets: dict[str, Offsets] = {}
+        """Per-source ``(topic, sentiment)`` logit offsets (module docstring); none by default."""
 
     @classmethod
     def from_backbone(
@@ -86,6 +99,22 @@ class MultiTaskClassifier(nn.Module):
     def upper(self, hidden: Tensor, attention_mask: Tensor, layers: int) -> tuple[Tensor, Tensor]:
         """``forward`` from the output of :meth:`lower` with the same ``layers``: the other blocks, pooling, heads."""
         return self._heads(self._blocks(hidden, attention_mask, _encoder_layers(self.encoder)[layers:]), attention_mask)
+
+    def offsets(self, sources: Sequence[str]) -> Offsets | None:
+        """The ``(topic, sentiment)`` logit offsets of each of ``sources`` as two ``[rows, labels]`` tensors (zeros
+        for a source without one); None when none of them has one.
+
+        >>> m = MultiTaskClassifier.__new__(MultiTaskClassifier)
+        >>> m.source_offsets = {"wire": (torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0, 2.0]))}
+        >>> m.offsets(["tweets", "wire"])[1].tolist(), m.offsets(["tweets"])
+        ([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], None)
+        """
+        if not any(s in self.source_offsets for s in sources):
+            return None
+        some_topic, some_sentiment = next(iter(self.source_offsets.values()))
+        none = (torch.zeros_like(some_topic), torch.zeros_like(some_sentiment))
+        rows = [self.source_offsets.get(s, none) for s in sources]
+        return torch.stack([t for t, _ in rows]), torch.stack([s for _, s in rows])
 
     def _heads(self, hidden: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.dropout(mean_pool(hidden, attention_mask))

@@ -99,8 +99,8 @@ def guard(
     """May ``int8`` (a Predictor) serve instead of ``fp32``? See the module docstring."""
     checks: list[HeadCheck] = []
     for name, examples in sets.items():
-        texts = [e.text for e in examples]
-        a, b = (fp32.predict(texts), int8.predict(texts)) if texts else ([], [])
+        texts, sources = [e.text for e in examples], [e.source for e in examples]  # as served: with their offsets
+        a, b = (fp32.predict(texts, sources), int8.predict(texts, sources)) if texts else ([], [])
         for head in HEADS:
             rows = [(getattr(e, head), getattr(x, head), getattr(y, head))
                     for e, x, y in zip(examples, a, b, strict=True) if getattr(e, head) is not None]

@@ -149,14 +149,21 @@ class Predictor:
         return {"backend": self.backend.name, "threads": str(threads), "max_tokens": str(self.max_tokens),
                 "batch_size": str(self.batch_size), "max_length": str(self.max_length)}
 
-    def logits(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw ``(topic, sentiment)`` logits on CPU, one row per text in input order."""
+    def logits(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(topic, sentiment)`` logits on CPU, one row per text in input order; with ``sources`` (one per text),
+        plus each source's offsets (``MultiTaskClassifier.offsets``)."""
+        if sources is not None and len(sources) != len(texts):
+            raise ValueError(f"{len(sources)} sources for {len(texts)} texts")
         with self._lock:
-            return self._logits(texts)
+            topic, sentiment = self._logits(texts)
+        offsets = self.model.offsets(sources) if sources is not None else None
+        if offsets is not None:
+            topic, sentiment = topic + offsets[0].detach().cpu(), sentiment + offsets[1].detach().cpu()
+        return topic, sentiment
 
-    def predict(self, texts: Sequence[str]) -> list[Scored]:
-        """Labels, probabilities and confidence for each text, in input order."""
-        topic_logits, sentiment_logits = self.logits(texts)
+    def predict(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> list[Scored]:
+        """Labels, probabilities and confidence for each text, in input order (``sources``: see :meth:`logits`)."""
+        topic_logits, sentiment_logits = self.logits(texts, sources)
         topic_probs = topic_logits.softmax(dim=-1)
         sentiment_probs = sentiment_logits.softmax(dim=-1)
         topics, sentiments = self.model.topics, self.model.sentiments

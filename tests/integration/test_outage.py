@@ -32,9 +32,9 @@ OUTAGE_S = 60.0
 class SlowScorer(KeywordScorer):
     """Takes 50 ms a batch, so the backlog is still being worked on when the broker goes away."""
 
-    def predict(self, texts):  # type: ignore[no-untyped-def]
+    def predict(self, texts, sources=None):  # type: ignore[no-untyped-def]
         time.sleep(0.05)
-        return super().predict(texts)
+        return super().predict(texts, sources)
 
 
 @pytest.fixture

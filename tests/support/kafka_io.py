@@ -55,7 +55,7 @@ class KeywordScorer:
 
     model = _Model()
 
-    def predict(self, texts: Sequence[str]) -> list[object]:
+    def predict(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> list[object]:
         from monitor.model.predictor import Scored
 
         out = []

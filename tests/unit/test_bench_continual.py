@@ -255,6 +255,16 @@ def test_the_replay_table_summarises_each_variant_and_the_gate_s_discordance() -
     assert lines[-1].startswith("held-out new domain of 3 runs: 270 won, 90 lost of 3000 answers")
 
 
+def test_the_replay_plot_draws_one_dot_a_stream(tmp_path: Path) -> None:
+    import matplotlib.image
+    from adapt_replay import plot
+
+    rows = [{"variant": v, "domain": "semeval", "settings": "{}", "gap_recovered": g,
+             "forgetting": {"tweets_sentiment": {"diff": t}}} for v, g, t in (("a", 0.8, -0.004), ("b", None, 0.01))]
+    plot(rows, tmp_path / "p.png")
+    assert matplotlib.image.imread(str(tmp_path / "p.png")).shape[:2] == (540, 1140)  # 9.5 x 4.5 in at 120 dpi
+
+
 # --- the demo feed (sample_data/generate.py) -----------------------------------------------------------------
 FLIPS = {"rate cut": "negative", "cuts rates": "negative", "restructuring": "positive", "to fund AI": "positive",
          "to double AI": "positive"}

@@ -115,3 +115,38 @@ def test_meta_must_match_model_labels(saved: tuple[Path, MultiTaskClassifier], t
     wrong = CheckpointMeta("v9", None, "tiny", ("a", "b"), model.sentiments, "x")
     with pytest.raises(ValueError, match="label sets"):
         save_checkpoint(model, tokenizer, wrong, path.parent / "v9")
+
+
+def test_source_offsets_round_trip_and_apply_to_their_source_only(tiny_backbone: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MultiTaskClassifier.from_backbone(tiny_backbone, topics=TOPICS).eval()
+    model.source_offsets = {"wire": (torch.tensor([0.0, 3.0, 0.0]), torch.tensor([-1.0, 0.0, 5.0]))}
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    path = save_checkpoint(model, tokenizer, _meta(model), tmp_path / "v1")  # the meta says none: the model's win
+    body = json.loads((path / "meta.json").read_text())
+    assert body["source_offsets"] == {"wire": {"topic": [0.0, 3.0, 0.0], "sentiment": [-1.0, 0.0, 5.0]}}
+    loaded = load_checkpoint(path)
+    predictor = Predictor(loaded.model, loaded.tokenizer, "v1")
+    shared = predictor.logits(TEXTS)
+    wire = predictor.logits(TEXTS, ["wire"] * 3)
+    mixed = predictor.logits(TEXTS, ["tweets", "wire", "unknown"])
+    assert torch.equal(predictor.logits(TEXTS, ["tweets"] * 3)[1], shared[1])
+    assert torch.allclose(wire[1] - shared[1], torch.tensor([[-1.0, 0.0, 5.0]] * 3))
+    assert torch.allclose(wire[0] - shared[0], torch.tensor([[0.0, 3.0, 0.0]] * 3))
+    assert torch.equal(mixed[1][1], wire[1][1]) and torch.equal(mixed[1][2], shared[1][2])
+    assert {s.sentiment for s in predictor.predict(TEXTS, ["wire"] * 3)} == {"positive"}
+    with pytest.raises(ValueError, match="2 sources for 3 texts"):
+        predictor.logits(TEXTS, ["wire"] * 2)
+
+
+@pytest.mark.parametrize("offsets", [
+    {"wire": {"topic": [0.0, 0.0, 0.0]}},
+    {"wire": {"topic": [0.0, 0.0], "sentiment": [0.0, 0.0, 0.0]}},
+    {"wire": {"topic": [0.0, 0.0, 0.0], "sentiment": [0.0, "x", 0.0]}},
+    {"wire": {"topic": [0.0, 0.0, 0.0], "sentiment": [0.0, float("nan"), 0.0]}},
+    ["wire"],
+])
+def test_bad_source_offsets_are_refused(saved: tuple[Path, MultiTaskClassifier], offsets: object) -> None:
+    body = json.loads((saved[0] / "meta.json").read_text())
+    with pytest.raises(CheckpointError, match="source_offsets"):
+        CheckpointMeta.from_dict({**body, "source_offsets": offsets})

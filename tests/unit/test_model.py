@@ -147,3 +147,23 @@ def test_predictor_is_usable_while_another_thread_trains_a_copy(tiny_backbone: P
     worker.join()
     assert not errors
     assert all(r == expected for r in results)
+
+
+def test_the_pipeline_serves_each_item_with_its_sources_offsets(tiny_backbone: Path) -> None:
+    from datetime import UTC, datetime
+
+    from transformers import AutoTokenizer
+
+    from monitor.pipeline import ModelSlot, Pipeline
+    from monitor.records import NewsItem
+
+    torch.manual_seed(0)
+    model = MultiTaskClassifier.from_backbone(tiny_backbone)
+    model.source_offsets = {"wire": (torch.zeros(len(model.topics)), torch.tensor([50.0, 0.0, 0.0]))}
+    predictor = Predictor(model, AutoTokenizer.from_pretrained(str(tiny_backbone)), "v1", max_length=16)
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    items = [NewsItem(f"n{i}", "oil prices fall", source, now) for i, source in enumerate(["wire", "forum"] * 3)]
+    outcome = Pipeline(ModelSlot(predictor), None, None).process(items, [0.0] * len(items))
+    shared = predictor.predict(["oil prices fall"])[0]
+    assert shared.sentiment != "negative"  # the tiny random model's own answer
+    assert [p.sentiment for p in outcome.predictions] == ["negative", shared.sentiment] * 3

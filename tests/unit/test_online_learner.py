@@ -796,3 +796,25 @@ def test_after_a_run_refused_for_forgetting_every_later_run_distils_the_new_exam
     event = ModelRegistry(registry_dir).history()[-1]
     assert event["gate"]["forgets"] and learner.last_result is not None
     learner.close()
+
+
+def test_a_source_the_replay_lacks_gets_offsets_in_the_challenger(registry_dir: Path) -> None:
+    """A window from a source the model was not trained on (none of it in the replay) trains that source's logit
+    offsets, which the challenger's checkpoint keeps; the replayed source gets none; source_offset_lr 0: none."""
+    from dataclasses import replace as copy_with
+
+    from monitor.learn.incremental import RunInput, retrain
+    from monitor.learn.settings import parse_settings
+
+    registry = ModelRegistry(registry_dir)
+    window = tuple(copy_with(e, source="headlines") for e in stream("B", 120, 61, offset=10_000))
+    replay = tuple(stream("A", 60, 62))  # source "wire"
+    for lr, version, expected in ((0.1, "v-o", ["headlines"]), (0.0, "v-n", [])):
+        settings = parse_settings({**FAST, "epochs": 1, "gate_enabled": False, "source_offset_lr": lr})
+        job = RunInput("v-a", window, replay, (), "test", version=version)
+        result = retrain(registry, job, settings, device="cpu", publish_now=False)
+        assert result.outcome == "promoted", result.reason
+        meta = json.loads((registry_dir / "versions" / version / "meta.json").read_text())
+        assert sorted(meta["source_offsets"]) == expected
+        if expected:
+            assert any(meta["source_offsets"]["headlines"]["sentiment"])  # it trained

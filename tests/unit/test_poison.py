@@ -142,7 +142,7 @@ class PickyScorer:
         topics = ("Macro",)
         sentiments = ("negative", "neutral", "positive")
 
-    def predict(self, texts: list[str]) -> list[Any]:
+    def predict(self, texts: list[str], sources: list[str] | None = None) -> list[Any]:
         from monitor.model.predictor import Scored
 
         if any("poison" in t for t in texts):

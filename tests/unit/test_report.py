@@ -42,7 +42,7 @@ class TextScorer:
     version = "text-v1"
     model = SimpleNamespace(topics=(), sentiments=())  # no label sets: the scripted feed has no labels inline
 
-    def predict(self, texts: Sequence[str]) -> list[Scored]:
+    def predict(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> list[Scored]:
         out = []
         for text in texts:
             topic, sentiment, _ = text.split("#", 2)

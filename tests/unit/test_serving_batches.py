@@ -107,7 +107,7 @@ class _Scorer:
     def __init__(self, answers: dict[str, tuple[str, str]]) -> None:
         self.answers = answers
 
-    def predict(self, texts: list[str]) -> list[Any]:
+    def predict(self, texts: list[str], sources: list[str] | None = None) -> list[Any]:
         return [SimpleNamespace(topic=self.answers[t][0], sentiment=self.answers[t][1]) for t in texts]
 
 

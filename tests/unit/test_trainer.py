@@ -19,7 +19,7 @@ from monitor.learn import (
     fit,
     masked_cross_entropy,
 )
-from monitor.model import MultiTaskClassifier
+from monitor.model import MultiTaskClassifier, Predictor
 from monitor.records import Example
 
 TOPICS = ("Earnings", "Energy | Oil", "Macro")
@@ -239,3 +239,40 @@ def test_fit_rejects_unknown_labels_and_bad_config(tiny_backbone: Path, tokenize
         fit(_model(tiny_backbone), tokenizer, [Example("x", topic="Sports")], [], FAST, progress=False)
     with pytest.raises(ValueError, match="warmup_ratio"):
         TrainConfig(warmup_ratio=1.5)
+
+
+def test_source_offsets_learn_a_source_label_convention(tiny_backbone: Path,
+                                                        tokenizer: PreTrainedTokenizerBase) -> None:
+    """The same texts labelled neutral by one source and positive by another: only per-source offsets can fit
+    both, and the other source's items keep the shared heads' answers."""
+    texts = [e.text for e in _data()]
+    data = ([Example(t, sentiment="neutral", source="tweets") for t in texts]
+            + [Example(t, sentiment="positive", source="wire") for t in texts])
+    cfg = TrainConfig(**{**FAST.to_dict(), "epochs": 12, "offset_sources": ("wire",), "lr_offsets": 0.3})
+
+    def answers(offsets: bool) -> tuple[list[str], list[str]]:
+        model = _model(tiny_backbone)
+        fit(model, tokenizer, data, [], cfg if offsets else FAST, progress=False)
+        predictor = Predictor(model, tokenizer, "t", max_length=16)
+        return ([s.sentiment for s in predictor.predict(texts, ["wire"] * len(texts))],
+                [s.sentiment for s in predictor.predict(texts, ["tweets"] * len(texts))])
+
+    wire, tweets = answers(offsets=True)
+    assert wire == ["positive"] * len(texts) and tweets == ["neutral"] * len(texts)
+    wire, tweets = answers(offsets=False)  # one convention for both: the sources cannot both be right
+    assert wire == tweets
+
+
+def test_source_offsets_start_from_the_model_and_the_others_stay(tiny_backbone: Path,
+                                                                 tokenizer: PreTrainedTokenizerBase) -> None:
+    model = _model(tiny_backbone)
+    kept = (torch.tensor([0.5, 0.0, -0.5]), torch.tensor([1.0, 0.0, 0.0]))
+    model.source_offsets = {"forum": kept, "wire": (torch.zeros(3), torch.tensor([0.0, 0.0, 2.0]))}
+    data = [Example(e.text, sentiment="negative", source="wire") for e in _data()]
+    fit(model, tokenizer, data, [], TrainConfig(**{**FAST.to_dict(), "offset_sources": ("wire",)}), progress=False)
+    assert set(model.source_offsets) == {"forum", "wire"}
+    assert all(torch.equal(a, b) for a, b in zip(model.source_offsets["forum"], kept, strict=True))
+    wire = model.source_offsets["wire"][1]
+    assert not wire.requires_grad and wire[0] > 0 and wire[2] < 2.0  # moved toward negative, from its start
+    with pytest.raises(ValueError, match="lr_offsets"):
+        TrainConfig(offset_sources=("wire",), lr_offsets=0.0)

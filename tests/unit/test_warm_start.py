@@ -222,3 +222,22 @@ def test_a_learner_seeds_its_own_buffer_from_the_serving_version(trained: Path, 
     again = build_learner(config, Metrics(CollectorRegistry()))
     assert len(again.buffer) + len(again.buffer.holdout) == n  # absorbed once
     again.close()
+
+
+def test_train_from_fits_offsets_for_a_new_source_and_eval_applies_them(trained: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The offline update as the learner's: a source its replay lacks gets logit offsets; monitor eval scores each
+    example with its source's, or with those of --source."""
+    from dataclasses import replace
+
+    data = write_jsonl([replace(e, source="headlines") for e in stream("B", 120, 6)], tmp_path / "b.jsonl")
+    out = tmp_path / "v-h"
+    assert main(["train", "--from", str(trained), "--data", str(data), "--out", str(out), "--version", "v-h",
+                 "--epochs", "2", *FAST]) == 0
+    assert "source offsets trained: headlines" in capsys.readouterr().err
+    assert sorted(load_checkpoint(out).meta.source_offsets) == ["headlines"]
+    for extra, applied in (([], {"headlines": 120}), (["--source", "wire"], {})):
+        assert main(["eval", "--model", str(out), "--data", str(data), "--json", "--device", "cpu", *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["source_offsets_applied"] == applied
+    assert main(["eval", "--model", str(out), "--data", str(data), "--device", "cpu"]) == 0
+    assert "source offsets of the model: headlines; applied: headlines (120 examples)" in capsys.readouterr().out
