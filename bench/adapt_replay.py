@@ -45,7 +45,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from continual_adapt import BASE, DOMAIN, by_class, cached, eval_sets, load, paired, reference_scores, score
+from continual_adapt import (
+    BASE,
+    DOMAIN,
+    by_class,
+    cached,
+    eval_sets,
+    gap_figures,
+    load,
+    paired,
+    reference_scores,
+    score,
+)
 from continual_domain_data import ROOT, build, build_semeval, data_dir, fresh
 
 from monitor.datasets import read_labelled
@@ -126,18 +137,22 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             scores[h["version"]] = score(loaded.model, loaded.tokenizer, sets, max_length)
     after = scores.get(final or "", before)
     reference = reference_scores(args.split, max_length, DOMAINS[args.domain])["new_domain"]
-    ref_acc = sum(reference) / len(reference)
-    new_domain = paired(before["new_domain"], after["new_domain"])
-    gap = ref_acc - new_domain["before"]
+    blind = None  # the new domain without its source's logit offsets (as an evaluation that drops the source)
+    if final in scores and final != base.meta.version:
+        final_model = load_checkpoint(replayed.path(final)).model
+        if final_model.source_offsets:
+            unsourced = score(final_model, base.tokenizer, {"new_domain": sets["new_domain"]}, max_length,
+                              by_source=False)
+            blind = gap_figures(before["new_domain"], unsourced["new_domain"], reference)
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "split": args.split, "domain": args.domain,
         "seed": seed,
         "commit": _commit(), "variant": args.variant,
         "settings": args.settings, "labels": n,
         "spacing_s": args.spacing_s, "label_delay_s": args.label_delay_s, "replay_wall_s": round(wall, 1),
-        "final_version": final, "reference_accuracy": round(ref_acc, 4), "new_domain": new_domain,
-        "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None,
+        "final_version": final, **gap_figures(before["new_domain"], after["new_domain"], reference),
         "forgetting": {k: paired(before[k], after[k]) for k in ("tweets_sentiment", "tweets_topic")},
+        **({"source_blind": blind} if blind else {}),
         "forgetting_by_class": by_class(before["tweets_sentiment"], after["tweets_sentiment"],
                                         [str(e.sentiment) for e in sets["tweets_sentiment"][0]]),
         "runs": [{"version": h["version"], "parent": h.get("parent"), "event": h["event"],
@@ -167,7 +182,9 @@ def summary(r: dict[str, Any]) -> str:
              f"new domain {r['new_domain']['before']:.3f} -> {r['new_domain']['after']:.3f} "
              f"(ref {r['reference_accuracy']:.3f}, gap recovered {r['gap_recovered']}); tweets sentiment "
              f"{100 * f['tweets_sentiment']['diff']:+.1f} pt (se {100 * f['tweets_sentiment']['se']:.1f}), topic "
-             f"{100 * f['tweets_topic']['diff']:+.1f} pt (se {100 * f['tweets_topic']['se']:.1f})"]
+             f"{100 * f['tweets_topic']['diff']:+.1f} pt (se {100 * f['tweets_topic']['se']:.1f})"
+             + (f"; without its source's offsets {r['source_blind']['new_domain']['after']:.3f} (gap recovered "
+                f"{r['source_blind']['gap_recovered']})" if r.get("source_blind") else "")]
     for run_ in r["runs"]:
         held = run_["held_out"]
         said = "" if held is None else (f"; held out: new {100 * held['new_domain']['diff']:+.1f} pt, tweets "
@@ -293,6 +310,32 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """One dot per stream: the share of the gap recovered against the tweet sentiment lost, a colour per (domain,
+    variant), the targets as lines (at least 0.5 of the gap, at most 1 point lost)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(f"{r.get('domain', 'phrasebank')}: {r.get('variant') or r['settings']}", []).append(r)
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    for name, group in sorted(groups.items()):
+        ax.scatter([r["gap_recovered"] or 0.0 for r in group],
+                   [100 * r["forgetting"]["tweets_sentiment"]["diff"] for r in group], label=f"{name} ({len(group)})")
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.axhline(-1.0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("share of the gap to the in-domain model recovered (new domain, held out)")
+    ax.set_ylabel("tweet sentiment accuracy change (points)")
+    ax.set_title("500 streamed labels through monitor replay --learn, one dot a stream")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -316,13 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, help="print the per-variant results of the rows in this JSONL file "
                         "(--variant: only those whose variant contains it) and the gate's discordance against the "
                         "held-out data's, and exit")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="with --table: also draw its rows, gap recovered "
+                        "against tweets lost, one dot a stream")
     parser.add_argument("--variant", default="", help="a tag stored in each row written; with --agreement or --table, "
                         "only the rows whose variant contains it")
     args = parser.parse_args(argv)
     for path, show in ((args.agreement, agreement_report), (args.table, table)):
         if path is not None:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-            print(show([r for r in rows if args.variant in r.get("variant", "")]))
+            chosen = [r for r in rows if args.variant in r.get("variant", "")]
+            print(show(chosen))
+            if args.plot is not None and show is table:
+                plot(chosen, args.plot)
+                print(f"plot: {args.plot}")
             return 0
     if not data_dir().is_dir():
         print("../shared/data not found (set MONITOR_SHARED_DATA): nothing to do")

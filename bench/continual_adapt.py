@@ -69,17 +69,18 @@ def load(name: str) -> list[Example]:
     return read_labelled(DOMAIN / f"{name}.jsonl", "jsonl")
 
 
-def correct(predictor: Predictor, examples: Sequence[Example], head: str) -> list[int]:
-    """Per-example correctness (0/1) of ``head`` on examples that carry its label."""
+def correct(predictor: Predictor, examples: Sequence[Example], head: str, by_source: bool = True) -> list[int]:
+    """Per-example correctness (0/1) of ``head`` on examples that carry its label; ``by_source``: each with its
+    source's logit offsets, as served (False: the shared heads' answers, as for an item of an unknown source)."""
     rows = [e for e in examples if getattr(e, head) is not None]
-    out = predictor.predict([e.text for e in rows])
+    out = predictor.predict([e.text for e in rows], [e.source for e in rows] if by_source else None)
     return [int(getattr(p, head) == getattr(e, head)) for p, e in zip(out, rows, strict=True)]
 
 
 def score(model: MultiTaskClassifier, tokenizer: Any, sets: dict[str, tuple[list[Example], str]],
-          max_length: int) -> dict[str, list[int]]:
+          max_length: int, by_source: bool = True) -> dict[str, list[int]]:
     predictor = Predictor(model, tokenizer, "bench", max_length=max_length, batch_size=64)
-    return {name: correct(predictor, examples, head) for name, (examples, head) in sets.items()}
+    return {name: correct(predictor, examples, head, by_source) for name, (examples, head) in sets.items()}
 
 
 def paired(before: list[int], after: list[int]) -> dict[str, float]:
@@ -223,6 +224,8 @@ def run(recipe: dict[str, Any], split_name: str, seed: int,
                       max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
                       freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
                       distill_temperature=ts.distill_temperature, device="cpu",
+                      **({"offset_sources": ts.offset_sources(new_train, replay, model.source_offsets),
+                          "lr_offsets": ts.source_offset_lr} if hasattr(ts, "offset_sources") else {}),
                       **({"distill_congruent": ts.congruent} if hasattr(ts, "congruent") else {}))
     teacher = serving if ts.method == "replay_distill" else None
     rows = ts.distill_rows(train, replay) if hasattr(ts, "distill_rows") else None
@@ -242,7 +245,21 @@ def run(recipe: dict[str, Any], split_name: str, seed: int,
         results.append(figures(original if ratio is None else {**original, "merge_ratio": ratio}, split_name,
                                seed, ts, gs, max_length, sizes, before, after, reference, fitted,
                                [str(e.sentiment) for e in sets["tweets_sentiment"][0]]))
+        if getattr(merged, "source_offsets", None):
+            blind = score(merged, tokenizer, {"new_domain": sets["new_domain"]}, max_length, by_source=False)
+            # the new domain without its source's logit offsets (as an evaluation that drops the source sees it)
+            results[-1]["source_blind"] = gap_figures(before["new_domain"], blind["new_domain"],
+                                                      reference["new_domain"])
     return results
+
+
+def gap_figures(before: list[int], after: list[int], reference: list[int]) -> dict[str, Any]:
+    """The new domain's paired scores, the in-domain reference's accuracy and the share of the gap to it recovered."""
+    new_domain = paired(before, after)
+    ref_acc = sum(reference) / len(reference)
+    gap = ref_acc - new_domain["before"]
+    return {"reference_accuracy": round(ref_acc, 4), "new_domain": new_domain,
+            "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None}
 
 
 @torch.no_grad()
@@ -256,19 +273,13 @@ def figures(recipe: dict[str, Any], split_name: str, seed: int, ts: Any, gs: Any
             sizes: dict[str, int], before: dict[str, list[int]], after: dict[str, list[int]],
             reference: dict[str, list[int]], fitted: Any, sentiments: Sequence[str]) -> dict[str, Any]:
     """One result row: the update's scores against the served model's and the reference's."""
-
-    new_domain = paired(before["new_domain"], after["new_domain"])
-    ref_acc = sum(reference["new_domain"]) / len(reference["new_domain"])
-    gap = ref_acc - new_domain["before"]
     result = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "split": split_name, "seed": seed, "recipe": recipe,
         "settings": {"train": ts.model_dump() if hasattr(ts, "model_dump") else asdict(ts),
                      "gate_fraction": gs.gate_fraction, "max_length": max_length},
         "sizes": sizes,
-        "reference_accuracy": round(ref_acc, 4),
-        "new_domain": new_domain,
-        "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None,
+        **gap_figures(before["new_domain"], after["new_domain"], reference["new_domain"]),
         "forgetting": {k: paired(before[k], after[k]) for k in ("tweets_sentiment", "tweets_topic")},
         "forgetting_by_class": by_class(before["tweets_sentiment"], after["tweets_sentiment"], sentiments),
         **({"final_split": final_figures(before, after)} if "new_domain_final" in after else {}),
@@ -289,12 +300,8 @@ def by_class(before: list[int], after: list[int], labels: Sequence[str]) -> dict
 
 def final_figures(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, Any]:
     """The same update scored on the final split (PhraseBank sentences no choice was made on)."""
-    new_domain = paired(before["new_domain_final"], after["new_domain_final"])
     reference = reference_scores("final", 64)["new_domain"]
-    ref_acc = sum(reference) / len(reference)
-    gap = ref_acc - new_domain["before"]
-    return {"new_domain": new_domain, "reference_accuracy": round(ref_acc, 4),
-            "gap_recovered": round((new_domain["after"] - new_domain["before"]) / gap, 3) if gap > 0 else None}
+    return gap_figures(before["new_domain_final"], after["new_domain_final"], reference)
 
 
 def summary(r: dict[str, Any]) -> str:
