@@ -249,9 +249,8 @@ def fit(
             else:
                 hidden, mask = _stack(states, indices)
                 topic_logits, sentiment_logits = model.upper(hidden, mask, below)
-            offsets = model.offsets([sources[i] for i in indices])
-            if offsets is not None:
-                topic_logits, sentiment_logits = topic_logits + offsets[0], sentiment_logits + offsets[1]
+            topic_logits, sentiment_logits = model.with_offsets((topic_logits, sentiment_logits),
+                                                                [sources[i] for i in indices])
             loss = masked_cross_entropy(topic_logits, topic_y[rows].to(device)) + masked_cross_entropy(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
@@ -402,10 +401,7 @@ def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], 
         rows = torch.tensor(indices)
         topic[rows], sentiment[rows] = t.float().cpu(), s.float().cpu()
     assert topic is not None and sentiment is not None  # fit refuses an empty training set
-    offsets = teacher.offsets(sources)
-    if offsets is not None:
-        topic, sentiment = topic + offsets[0].cpu(), sentiment + offsets[1].cpu()
-    return topic, sentiment
+    return teacher.with_offsets((topic, sentiment), sources)
 
 
 @torch.no_grad()

@@ -116,6 +116,14 @@ class MultiTaskClassifier(nn.Module):
         rows = [self.source_offsets.get(s, none) for s in sources]
         return torch.stack([t for t, _ in rows]), torch.stack([s for _, s in rows])
 
+    def with_offsets(self, logits: Offsets, sources: Sequence[str]) -> Offsets:
+        """``(topic, sentiment)`` logits plus the offsets of each row's source (:meth:`offsets`), on the logits'
+        device; the same logits when none of the sources has offsets."""
+        offsets = self.offsets(sources)
+        if offsets is None:
+            return logits
+        return logits[0] + offsets[0].to(logits[0].device), logits[1] + offsets[1].to(logits[1].device)
+
     def _heads(self, hidden: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.dropout(mean_pool(hidden, attention_mask))
         return self.topic_head(pooled), self.sentiment_head(pooled)

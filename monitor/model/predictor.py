@@ -155,11 +155,11 @@ class Predictor:
         if sources is not None and len(sources) != len(texts):
             raise ValueError(f"{len(sources)} sources for {len(texts)} texts")
         with self._lock:
-            topic, sentiment = self._logits(texts)
-        offsets = self.model.offsets(sources) if sources is not None else None
-        if offsets is not None:
-            topic, sentiment = topic + offsets[0].detach().cpu(), sentiment + offsets[1].detach().cpu()
-        return topic, sentiment
+            logits = self._logits(texts)
+        if sources is None:
+            return logits
+        with torch.no_grad():  # the offsets may be a model's in training (its validation)
+            return self.model.with_offsets(logits, sources)
 
     def predict(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> list[Scored]:
         """Labels, probabilities and confidence for each text, in input order (``sources``: see :meth:`logits`)."""
