@@ -274,5 +274,8 @@ def test_source_offsets_start_from_the_model_and_the_others_stay(tiny_backbone: 
     assert all(torch.equal(a, b) for a, b in zip(model.source_offsets["forum"], kept, strict=True))
     wire = model.source_offsets["wire"][1]
     assert not wire.requires_grad and wire[0] > 0 and wire[2] < 2.0  # moved toward negative, from its start
+    fresh = _model(tiny_backbone)  # the same fit from no offsets: its positive offset ends lower
+    fit(fresh, tokenizer, data, [], TrainConfig(**{**FAST.to_dict(), "offset_sources": ("wire",)}), progress=False)
+    assert fresh.source_offsets["wire"][1][2] < wire[2] - 1.0
     with pytest.raises(ValueError, match="lr_offsets"):
         TrainConfig(offset_sources=("wire",), lr_offsets=0.0)
