@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         loaded.model, loaded.tokenizer, loaded.meta.version, max_length=max_length, batch_size=args.batch_size
     )
     report = evaluate(predictor, examples)
+    if loaded.model.source_offsets:
+        _note_shared_heads(examples, sorted(loaded.model.source_offsets))
     if args.json:
         body = {"model": loaded.meta.version, "data": list(args.data), "source_offsets_applied": dict(offsets),
                 **report.to_dict()}
@@ -89,6 +91,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"source offsets of the model: {', '.join(sorted(loaded.model.source_offsets))}; applied: {applied}")
         print(format_report(report))
     return 0
+
+
+def _note_shared_heads(examples: list[Example], with_offsets: list[str]) -> None:
+    """Say on stderr which examples' sources have no offsets in the model, so a reader does not mistake the
+    shared heads' answer for the adapted one (a file without a ``source`` column is named by its file)."""
+    without = Counter(e.source for e in examples if e.source not in with_offsets)
+    if without:
+        named = ", ".join(f"{k} ({n} examples)" for k, n in sorted(without.items()))
+        print(f"monitor eval: note: scored with the shared heads, no source offsets for: {named}; the model has "
+              f"offsets for {', '.join(with_offsets)} (to score a file as items of one of them: --source NAME)",
+              file=sys.stderr)
 
 
 def format_report(report: EvalReport) -> str:
