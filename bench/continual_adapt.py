@@ -42,7 +42,7 @@ from transformers import AutoTokenizer
 from monitor.datasets import read_labelled
 from monitor.learn import TrainConfig, fit
 from monitor.learn.buffer import ReplayBuffer
-from monitor.learn.incremental import split
+from monitor.learn.evidence import split
 from monitor.learn.settings import LearnerSettings, parse_settings
 from monitor.model import MultiTaskClassifier, Predictor, default_backbone
 from monitor.model.checkpoint import load_checkpoint
@@ -60,7 +60,7 @@ ALSO_FINAL = False
 #: The learner's gate and holdout choices by a hash of the text (when the learner has them).
 try:
     from monitor.learn.buffer import in_holdout
-    from monitor.learn.incremental import in_gate
+    from monitor.learn.evidence import in_gate
 except ImportError:  # an older learner: the gate set is a seeded split
     in_gate = None  # type: ignore[assignment]
 

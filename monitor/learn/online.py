@@ -35,13 +35,13 @@ from pathlib import Path
 from monitor.config import ConfigError, MonitorConfig
 from monitor.drift import DriftTracker
 from monitor.learn.buffer import ReplayBuffer, example_key, in_holdout, load_examples, save_examples
+from monitor.learn.evidence import recent_answers
 from monitor.learn.incremental import (
     FitFn,
     RunInput,
     RunResult,
     conclude,
     publish,
-    recent_answers,
     train_challenger,
 )
 from monitor.learn.joins import JOINS_FILE, JoinCache, Seen, label_request
@@ -105,7 +105,7 @@ class OnlineLearner:
         header, window = load_examples(self.state_dir / WINDOW_FILE)
         self._window: OrderedDict[tuple[str, str, str], Example] = OrderedDict((example_key(e), e) for e in window)
         # The oldest examples of the window the last promotion was decided on (a prefix: the window is in
-        # arrival order): they train, they are no longer gate evidence (incremental.fresh).
+        # arrival order): they train, they are no longer gate evidence (evidence.fresh).
         self._spent = set(list(self._window)[:int(header.get("spent", 0))])
         self._spent_for: str = header.get("spent_for", "")  # the version they promoted; another serving: fair again
         self._run_keys: list[tuple[str, str, str]] = []  # the window of the run in flight
@@ -417,7 +417,7 @@ class OnlineLearner:
         self._last_end = self._clock()
         # A promotion does not empty the window: the next run trains on its labels again (from the new
         # serving model, which learnt them), gate share included, since the promoted model was chosen on
-        # that share (incremental.fresh): the next gate judges on the labels that came after. Labels leave
+        # that share (evidence.fresh): the next gate judges on the labels that came after. Labels leave
         # the window by age (window_size). A refusal spends nothing: the serving model was not chosen on them.
         shadow = [example_key(e) for e in self._shadow]  # evidence of this verdict too
         self._shadow, self._collecting = [], False

@@ -25,7 +25,8 @@ from transformers import AutoTokenizer
 
 from monitor.config import ConfigError, load_config
 from monitor.learn import FitResult, TrainConfig, TrainingDiverged, evaluate, fit
-from monitor.learn.incremental import RunResult, in_gate
+from monitor.learn.evidence import in_gate
+from monitor.learn.incremental import RunResult
 from monitor.learn.online import OnlineLearner, build_learner
 from monitor.learn.settings import METHODS
 from monitor.metrics import Metrics
@@ -409,7 +410,8 @@ def test_the_gate_counts_the_holdouts_share_of_the_window_as_recent_labels(regis
     older holdout examples and the timeless seed only test forgetting."""
     from dataclasses import replace as copy_with
 
-    from monitor.learn.incremental import RunInput, in_gate, retrain
+    from monitor.learn.evidence import in_gate
+    from monitor.learn.incremental import RunInput, retrain
     from monitor.learn.settings import parse_settings
 
     registry = ModelRegistry(registry_dir)
@@ -445,8 +447,9 @@ def test_the_probability_test_is_fed_the_models_probabilities(registry_dir: Path
 def test_the_cross_fitted_gate_answers_each_label_by_a_model_that_did_not_train_on_it(registry_dir: Path) -> None:
     """gate.cross_fit: k models, each trained without one fold of the window, answer for that fold (every fresh
     label is evidence); the challenger trains on the whole window; forgetting is the challenger's own."""
+    from monitor.learn.evidence import fold_of
     from monitor.learn.gate import paired
-    from monitor.learn.incremental import RunInput, fold_of, retrain
+    from monitor.learn.incremental import RunInput, retrain
     from monitor.learn.settings import parse_settings
     from monitor.model.predictor import Predictor
 
