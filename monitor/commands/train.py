@@ -71,7 +71,7 @@ _UPDATE_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("distill_temperature", float, "distillation temperature"),
     ("distill_on", str, "examples the distillation covers: replay, congruent or all"),
     ("source_offset_lr", float, "learning rate of the per-source logit offsets (0: none)"),
-    ("source_offset_min", int, "new examples of a source the replay lacks before it gets offsets"),
+    ("source_offset_min", int, "new examples of a source the model's replay pool lacks before it gets offsets"),
 )
 
 
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             replay = draw_per_head(pool, ts.replay_size(len(examples)), random.Random(cfg.seed))
         if ts.method == "replay_distill":
             teacher = copy.deepcopy(model)
-        cfg = replace(cfg, offset_sources=ts.offset_sources(examples, replay, model.source_offsets),
+        cfg = replace(cfg, offset_sources=ts.offset_sources(examples, {e.source for e in pool}, model.source_offsets),
                       lr_offsets=ts.source_offset_lr)
         print(f"fine-tuning {parent.meta.version} ({ts.method}): {len(examples)} new + {len(replay)} replay "
               f"examples (of {len(pool)}); source offsets trained: {', '.join(cfg.offset_sources) or 'none'}",

@@ -62,7 +62,7 @@ from monitor.learn.evidence import fold_of, fresh, in_gate, recent_holdout, spli
 from monitor.learn.gate import Answer, Paired, Verdict, judge, paired
 from monitor.learn.settings import LearnerSettings
 from monitor.learn.trainer import FitResult, TrainConfig, fit
-from monitor.learn.warmstart import write_seed
+from monitor.learn.warmstart import trained_sources, write_seed
 from monitor.model.checkpoint import CheckpointMeta, load_checkpoint, new_version_id, save_checkpoint
 from monitor.model.network import MultiTaskClassifier
 from monitor.model.onnx_export import ensure_export
@@ -265,6 +265,7 @@ def train_challenger(
             gated = {id(e) for e in gate_set}
             new_train = [e for e in job.new if id(e) not in gated]
         train, val = split(new_train + replay, ts.val_fraction, rng)
+        trained = trained_sources(registry.path(parent), replay)  # a new source among new_train gets offsets
         if not train:
             return result("failed", f"no training examples ({len(job.new)} new, {len(job.replay)} replay)")
         cfg = TrainConfig(
@@ -273,7 +274,7 @@ def train_challenger(
             freeze_layers=ts.freeze_layers, seed=job.seed, distill_weight=ts.distill_weight,
             distill_temperature=ts.distill_temperature, distill_congruent=ts.congruent, device=device,
             max_seconds=settings.policy.max_training_s,
-            offset_sources=ts.offset_sources(new_train, replay, model.source_offsets), lr_offsets=ts.source_offset_lr,
+            offset_sources=ts.offset_sources(new_train, trained, model.source_offsets), lr_offsets=ts.source_offset_lr,
         )
         teacher = serving if ts.method == "replay_distill" else None
         origin_version = registry.origin(parent)

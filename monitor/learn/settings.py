@@ -202,7 +202,8 @@ class TrainSettings(_Group):
     """Peak learning rate of the per-source logit offsets: a source the model was not trained on gets its own
     offsets, so its label convention does not move the shared heads (0: no offsets)."""
     source_offset_min: int = 50
-    """New training examples of such a source a run needs before it gets offsets."""
+    """New training examples of such a source a run needs before it gets offsets (a source the model trained on:
+    one of its replay seed's, else of the run's replay sample, gets none)."""
 
     def replay_size(self, new_examples: int) -> int:
         """Replay examples a run on ``new_examples`` new ones draws: ``replay_ratio`` of them, at least ``min_replay``.
@@ -225,23 +226,22 @@ class TrainSettings(_Group):
             return self
         return self.model_copy(update={"distill_on": "all", "distill_weight": self.distill_after_forgetting})
 
-    def offset_sources(self, new: Sequence[Any], replay: Sequence[Any], existing: Iterable[str]) -> tuple[str, ...]:
+    def offset_sources(self, new: Sequence[Any], trained: Iterable[str], existing: Iterable[str]) -> tuple[str, ...]:
         """Sources whose logit offsets train in a run (``TrainConfig.offset_sources``): those the model has
-        (``existing``), and each source with ``source_offset_min`` or more ``new`` training examples and none in
-        the ``replay`` (a source the model's training data lacks); none with ``source_offset_lr`` 0.
+        (``existing``), and each source with ``source_offset_min`` or more ``new`` training examples that is not
+        one of the sources the model ``trained`` on; none with ``source_offset_lr`` 0.
 
         >>> from types import SimpleNamespace as E
         >>> new = [E(source="wire")] * 50 + [E(source="blog")] * 49 + [E(source="tweets")] * 60
-        >>> TrainSettings().offset_sources(new, [E(source="tweets")], ["forum"])
+        >>> TrainSettings().offset_sources(new, {"tweets"}, ["forum"])
         ('forum', 'wire')
-        >>> TrainSettings(source_offset_lr=0).offset_sources(new, [], [])
+        >>> TrainSettings(source_offset_lr=0).offset_sources(new, set(), [])
         ()
         """
         if self.source_offset_lr <= 0:
             return ()
         counts = Counter(e.source for e in new)
-        replayed = {e.source for e in replay}
-        arrived = {s for s, n in counts.items() if n >= self.source_offset_min and s not in replayed}
+        arrived = {s for s, n in counts.items() if n >= self.source_offset_min and s not in set(trained)}
         return tuple(sorted(set(existing) | arrived))
 
     @property

@@ -50,7 +50,7 @@ from monitor.learn.buffer import ReplayBuffer, example_key, load_tagged, save_ex
 from monitor.records import Example
 
 __all__ = ["DEFAULT_HOLDOUT_PER_HEAD", "DEFAULT_PER_CLASS", "SEED_FILE", "mixed_sample",
-           "read_replay_file", "read_seed", "seed_buffer", "seed_registry", "write_seed"]
+           "read_replay_file", "read_seed", "seed_buffer", "seed_registry", "trained_sources", "write_seed"]
 
 SEED_FILE = "replay_seed.jsonl"
 #: Examples per class of each head in a seed (``monitor train --replay-per-class``).
@@ -115,6 +115,18 @@ def read_seed(directory: Path | str, part: str = "") -> tuple[dict[str, Any], li
     """
     header, rows = load_tagged(Path(directory) / SEED_FILE)
     return header, [e for tag, e in rows if not part or (tag or "replay") == part]
+
+
+def trained_sources(directory: Path | str, replay: Sequence[Example] = ()) -> set[str]:
+    """The sources a checkpoint's model trained on, as far as it tells: those of its seed's replay part (a sample
+    of its training data), else, for a checkpoint without a seed, those of the ``replay`` sample a run draws.
+
+    The seed, not the run's replay sample, because the replay pool also takes a source's streamed labels as they
+    age out of the window (a source whose runs were refused would stop counting as new) and a small sample can
+    miss a source the model did train on.
+    """
+    seeded = {e.source for e in read_seed(directory, part="replay")[1]}
+    return seeded or {e.source for e in replay}
 
 
 def seed_buffer(buffer: ReplayBuffer, directory: Path | str) -> int:

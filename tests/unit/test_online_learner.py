@@ -821,3 +821,26 @@ def test_a_source_the_replay_lacks_gets_offsets_in_the_challenger(registry_dir: 
         assert sorted(meta["source_offsets"]) == expected
         if expected:
             assert any(meta["source_offsets"]["headlines"]["sentiment"])  # it trained
+
+
+def test_offsets_go_to_a_source_the_models_seed_lacks_not_to_one_its_replay_sample_lacks(registry_dir: Path) -> None:
+    """Which sources are new is read from the serving checkpoint's seed (its training data): a source whose streamed
+    labels already aged into the replay pool still gets offsets; one the seed has gets none although this run's
+    replay sample happens to lack it. (Seen to fail with the replay sample deciding: offsets for "wire" instead.)"""
+    from dataclasses import replace as copy_with
+
+    from monitor.learn.incremental import RunInput, retrain
+    from monitor.learn.settings import parse_settings
+    from monitor.learn.warmstart import write_seed
+
+    registry = ModelRegistry(registry_dir)
+    write_seed(registry.path("v-a"), stream("A", 200, 63), per_class=20)  # source "wire"
+    headlines = [copy_with(e, source="headlines") for e in stream("B", 180, 64, offset=20_000)]
+    window = tuple(headlines[:120] + stream("A", 100, 65, offset=30_000))  # 120 headlines + 100 wire
+    replay = tuple(headlines[120:])  # aged-out headlines only
+    settings = parse_settings({**FAST, "epochs": 1, "gate_enabled": False})
+    result = retrain(registry, RunInput("v-a", window, replay, (), "test", version="v-s"), settings, device="cpu",
+                     publish_now=False)
+    assert result.outcome == "promoted", result.reason
+    meta = json.loads((registry_dir / "versions" / "v-s" / "meta.json").read_text())
+    assert sorted(meta["source_offsets"]) == ["headlines"]
