@@ -72,36 +72,31 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.source is not None:
         examples = [replace(e, source=args.source) for e in examples]
-    offsets = Counter(e.source for e in examples if e.source in loaded.model.source_offsets)
+    learnt = sorted(loaded.model.source_offsets)
+    by_source = Counter(e.source for e in examples)
+    offsets = {k: n for k, n in by_source.items() if k in learnt}
     max_length = args.max_length or loaded.meta.max_length
     predictor = Predictor(
         loaded.model, loaded.tokenizer, loaded.meta.version, max_length=max_length, batch_size=args.batch_size
     )
     report = evaluate(predictor, examples)
-    if loaded.model.source_offsets:
-        _note_shared_heads(examples, sorted(loaded.model.source_offsets))
+    shared = {k: n for k, n in sorted(by_source.items()) if k not in learnt}
+    if learnt and shared:  # so that an evaluation that lost its source column is not taken for the adapted answer
+        named = ", ".join(f"{k} ({n} examples)" for k, n in shared.items())
+        print(f"monitor eval: note: scored with the shared heads, no source offsets for: {named}; the model has "
+              f"offsets for {', '.join(learnt)} (to score a file as items of one of them: --source NAME)",
+              file=sys.stderr)
     if args.json:
-        body = {"model": loaded.meta.version, "data": list(args.data), "source_offsets_applied": dict(offsets),
-                **report.to_dict()}
+        body = {"model": loaded.meta.version, "data": list(args.data), "source_offsets": learnt,
+                "source_offsets_applied": offsets, **report.to_dict()}
         print(json.dumps(body, indent=2))
     else:
         print(f"model {loaded.meta.version} on {report.examples} labelled examples ({report.seconds:.1f} s)")
-        if loaded.model.source_offsets:
+        if learnt:
             applied = ", ".join(f"{k} ({n} examples)" for k, n in sorted(offsets.items())) or "none"
-            print(f"source offsets of the model: {', '.join(sorted(loaded.model.source_offsets))}; applied: {applied}")
+            print(f"source offsets of the model: {', '.join(learnt)}; applied: {applied}")
         print(format_report(report))
     return 0
-
-
-def _note_shared_heads(examples: list[Example], with_offsets: list[str]) -> None:
-    """Say on stderr which examples' sources have no offsets in the model, so a reader does not mistake the
-    shared heads' answer for the adapted one (a file without a ``source`` column is named by its file)."""
-    without = Counter(e.source for e in examples if e.source not in with_offsets)
-    if without:
-        named = ", ".join(f"{k} ({n} examples)" for k, n in sorted(without.items()))
-        print(f"monitor eval: note: scored with the shared heads, no source offsets for: {named}; the model has "
-              f"offsets for {', '.join(with_offsets)} (to score a file as items of one of them: --source NAME)",
-              file=sys.stderr)
 
 
 def format_report(report: EvalReport) -> str:

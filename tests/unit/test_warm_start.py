@@ -239,7 +239,8 @@ def test_train_from_fits_offsets_for_a_new_source_and_eval_applies_them(trained:
     for extra, applied in (([], {"headlines": 120}), (["--source", "wire"], {})):
         assert main(["eval", "--model", str(out), "--data", str(data), "--json", "--device", "cpu", *extra]) == 0
         captured = capsys.readouterr()
-        assert json.loads(captured.out)["source_offsets_applied"] == applied
+        body = json.loads(captured.out)
+        assert (body["source_offsets_applied"], body["source_offsets"]) == (applied, ["headlines"])
         # Items of a source without offsets are said to get the shared heads' answer (on stderr).
         assert ("no source offsets for: wire (120 examples)" in captured.err) == (not applied)
     assert main(["eval", "--model", str(out), "--data", str(data), "--device", "cpu"]) == 0
