@@ -206,7 +206,7 @@ def print_table(results: Mapping[str, Any]) -> None:
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
     base = replace(BASE, epochs=args.base_epochs, max_length=args.max_length, device=args.device, seed=args.seed)
-    learner = {**LEARNER, "epochs": args.epochs, "lr_encoder": args.update_lr}
+    learner = {**LEARNER, "epochs": args.epochs, "lr_encoder": args.update_lr, **json.loads(args.settings)}
     return RunSettings(base=base, learner=learner, methods=METHOD_SETTINGS, max_length=args.max_length,
                        device=args.device, seed=args.seed, keep=args.keep)
 
@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-epochs", type=int, default=BASE.epochs,
                         help="epochs of the base model and of joint retraining (default %(default)s)")
     parser.add_argument("--max-length", type=int, default=48, help="token truncation length (default 48)")
+    parser.add_argument("--settings", default="{}", metavar="JSON",
+                        help="learner settings over the benchmark's (e.g. '{\"source_offset_lr\": 0}')")
     parser.add_argument("--scenarios", default="a,b,c", help="comma-separated subset of a,b,c")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
