@@ -6,11 +6,11 @@ copy. Steps:
 
 1. load ``versions/<serving>``; keep an untouched copy of it: the serving model, used as the LwF
    teacher (method ``replay_distill``) and as the gate's reference;
-2. split the new labelled window by a hash of each text (``in_gate``): ``gate_fraction`` of it is
+2. split the new labelled window by a hash of each text (``evidence.in_gate``): ``gate_fraction`` of it is
    the gate set, the rest is the new training data (the same example always falls on the same
    side, so the gate set of a window is fixed, grows as labels come, and a rejected window is
    never re-split and retried); examples a promotion was already decided on (``job.spent``) are
-   no longer evidence and all train (see ``fresh``); add the replay sample (methods ``replay*``);
+   no longer evidence and all train (see ``evidence.fresh``); add the replay sample (methods ``replay*``);
    ``val_fraction`` of that (0 by default: every label trains) is the early-stopping validation set;
 3. ``fit`` with the lower layers frozen, the distillation teacher (method ``replay_distill``), the
    time budget and the learner's stop flag;
@@ -22,7 +22,7 @@ copy. Steps:
    promotions, against the model its lineage started from (``ModelRegistry.origin``), which also answers the
    recent labels (``better_than_origin``);
    With ``gate.cross_fit`` every fresh label is evidence instead: ``cross_fit_folds`` fold models,
-   each trained from the serving model without one fold of the window (``fold_of``), answer for
+   each trained from the serving model without one fold of the window (``evidence.fold_of``), answer for
    that fold (and for that fold of the holdout's recent share); the challenger trains on the whole window; a run
    the fold models show no better is refused before the challenger trains;
    passed (without cross-fitting, with ``gate.refit``, off by default): the gate share is spent now, so a
