@@ -265,9 +265,9 @@ def train_challenger(
             gated = {id(e) for e in gate_set}
             new_train = [e for e in job.new if id(e) not in gated]
         train, val = split(new_train + replay, ts.val_fraction, rng)
-        trained = trained_sources(registry.path(parent), replay)  # a new source among new_train gets offsets
         if not train:
             return result("failed", f"no training examples ({len(job.new)} new, {len(job.replay)} replay)")
+        trained = trained_sources(registry.path(parent), replay)  # a source of new_train not among them gets offsets
         cfg = TrainConfig(
             epochs=ts.epochs, batch_size=ts.batch_size, lr_encoder=ts.lr_encoder, lr_head=ts.lr_head,
             max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,

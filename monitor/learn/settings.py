@@ -240,8 +240,8 @@ class TrainSettings(_Group):
         """
         if self.source_offset_lr <= 0:
             return ()
-        counts = Counter(e.source for e in new)
-        arrived = {s for s, n in counts.items() if n >= self.source_offset_min and s not in set(trained)}
+        counts, known = Counter(e.source for e in new), set(trained)
+        arrived = {s for s, n in counts.items() if n >= self.source_offset_min and s not in known}
         return tuple(sorted(set(existing) | arrived))
 
     @property
