@@ -44,6 +44,7 @@ from monitor.learn import TrainConfig, fit
 from monitor.learn.buffer import ReplayBuffer
 from monitor.learn.evidence import split
 from monitor.learn.settings import LearnerSettings, parse_settings
+from monitor.learn.warmstart import trained_sources
 from monitor.model import MultiTaskClassifier, Predictor, default_backbone
 from monitor.model.checkpoint import load_checkpoint
 from monitor.model.onnx_export import write_atomic
@@ -224,7 +225,8 @@ def run(recipe: dict[str, Any], split_name: str, seed: int,
                       max_length=max_length, patience=ts.patience, freeze_embeddings=ts.freeze_embeddings,
                       freeze_layers=ts.freeze_layers, seed=seed, distill_weight=ts.distill_weight,
                       distill_temperature=ts.distill_temperature, device="cpu",
-                      **({"offset_sources": ts.offset_sources(new_train, replay, model.source_offsets),
+                      **({"offset_sources": ts.offset_sources(new_train, trained_sources(BASE, replay),
+                                                              model.source_offsets),
                           "lr_offsets": ts.source_offset_lr} if hasattr(ts, "offset_sources") else {}),
                       **({"distill_congruent": ts.congruent} if hasattr(ts, "congruent") else {}))
     teacher = serving if ts.method == "replay_distill" else None
