@@ -13,6 +13,8 @@ computes it once per example before the first epoch (``MultiTaskClassifier.lower
 runs only the blocks above (``upper``): the same result as running the whole network each step,
 for a fraction of the compute (bench/README.md, "Twelfth round"). The token vectors
 are kept while they fit in ``FROZEN_CACHE_BYTES``; a larger training set runs the whole network.
+A distillation teacher whose embeddings and lowest blocks equal the student's (the serving model an
+update starts from) reads its logits from the same vectors.
 
 Reproducible: the same seed, data and initial weights give bit-identical weights on CPU.
 """
@@ -196,11 +198,17 @@ def fit(
     topic_y = label_indices([e.topic for e in train], model.topics, "topic")
     sentiment_y = label_indices([e.sentiment for e in train], model.sentiments, "sentiment")
     pad_id = tokenizer.pad_token_id or 0
+    below = cfg.freeze_layers if cfg.freeze_embeddings and cfg.cache_frozen else 0  # blocks computed once
+    hidden_size = int(model.encoder.config.hidden_size)
+    if below and sum(lengths) * hidden_size * 4 > FROZEN_CACHE_BYTES:
+        below = 0
+    states = _lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
     targets = None
     if teacher is not None:
-        targets = _teacher_logits(teacher, ids, sources, pad_id, device, cfg.eval_batch_size)
+        targets = _teacher_logits(teacher, ids, sources, pad_id, device, cfg.eval_batch_size, model, states, below)
     if targets is not None and anchor is not None:
-        targets = anchored_targets(targets, _teacher_logits(anchor, ids, sources, pad_id, device, cfg.eval_batch_size),
+        targets = anchored_targets(targets, _teacher_logits(anchor, ids, sources, pad_id, device, cfg.eval_batch_size,
+                                                            model, states, below),
                                    (topic_y, sentiment_y))
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
     if len(distilled) != len(train):
@@ -208,11 +216,6 @@ def fit(
     keeps = (distilled, distilled)  # the rows each head (topic, sentiment) distils
     if targets is not None and cfg.distill_congruent:
         keeps = congruent_rows(distilled, targets, (topic_y, sentiment_y))
-    below = cfg.freeze_layers if cfg.freeze_embeddings and cfg.cache_frozen else 0  # blocks computed once
-    hidden_size = int(model.encoder.config.hidden_size)
-    if below and sum(lengths) * hidden_size * 4 > FROZEN_CACHE_BYTES:
-        below = 0
-    states = _lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
 
     trainable = [p for p in model.parameters() if p.requires_grad] + offset_params
     groups = _param_groups(model, cfg)
@@ -388,20 +391,42 @@ def _detached(offsets: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tens
 
 @torch.no_grad()  # the targets are constants: a graph here would hold every example's activations
 def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], sources: Sequence[str], pad_id: int,
-                    device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
+                    device: torch.device, batch_size: int, student: MultiTaskClassifier,
+                    states: Sequence[Tensor] | None, below: int) -> tuple[Tensor, Tensor]:
     """The teacher's (topic, sentiment) logits of every training example (its source offsets added, as it serves),
-    on the CPU, in ``ids`` order."""
+    on the CPU, in ``ids`` order.
+
+    When the teacher's embeddings and lowest ``below`` blocks are the student's (an update's student starts as a copy
+    of the serving model, and those modules stay frozen through a lineage), the student's cached ``states`` are the
+    teacher's too: only its upper blocks run (:meth:`MultiTaskClassifier.upper`)."""
     teacher.to(device).eval()
+    shared = states is not None and _same_modules(frozen_modules(teacher, True, below),
+                                                  frozen_modules(student, True, below))
     topic: Tensor | None = None
     sentiment: Tensor | None = None
     for indices, batch in _by_length(ids, pad_id, device, batch_size):
-        t, s = teacher(batch.input_ids, batch.attention_mask)
+        if shared:
+            assert states is not None
+            t, s = teacher.upper(*_stack(states, indices), below)
+        else:
+            t, s = teacher(batch.input_ids, batch.attention_mask)
         if topic is None or sentiment is None:
             topic, sentiment = t.new_zeros(len(ids), t.shape[1]).cpu(), s.new_zeros(len(ids), s.shape[1]).cpu()
         rows = torch.tensor(indices)
         topic[rows], sentiment[rows] = t.float().cpu(), s.float().cpu()
     assert topic is not None and sentiment is not None  # fit refuses an empty training set
     return teacher.with_offsets((topic, sentiment), sources)
+
+
+def _same_modules(a: Sequence[torch.nn.Module], b: Sequence[torch.nn.Module]) -> bool:
+    """Whether two lists of modules hold equal weights and buffers, module by module."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        xs, ys = x.state_dict(), y.state_dict()
+        if xs.keys() != ys.keys() or not all(torch.equal(xs[k], ys[k].to(xs[k].device)) for k in xs):
+            return False
+    return True
 
 
 @torch.no_grad()

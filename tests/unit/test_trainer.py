@@ -137,6 +137,30 @@ def test_frozen_blocks_run_once_per_example_and_train_as_if_run_every_step(
         torch.testing.assert_close(cached[name], every[name], atol=1e-5, rtol=1e-4)
 
 
+def test_a_teacher_with_the_students_frozen_blocks_distils_from_their_cached_states(
+    tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    def run(cache: bool, same_lower: bool = True) -> tuple[dict[str, torch.Tensor], int]:
+        model = _model(tiny_backbone)
+        teacher = copy.deepcopy(model).eval()  # an update's student starts as the serving model
+        if not same_lower:
+            with torch.no_grad():
+                teacher.encoder.encoder.layer[0].output.dense.bias.add_(0.1)
+        calls = [0]
+        teacher.encoder.encoder.layer[0].register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        cfg = TrainConfig(**{**FAST.to_dict(), "freeze_embeddings": True, "freeze_layers": 1, "cache_frozen": cache,
+                             "distill_weight": 5.0})
+        fit(model, tokenizer, _data(), [], cfg, teacher=teacher, progress=False)
+        return model.state_dict(), calls[0]
+
+    cached, cached_calls = run(True)
+    every, every_calls = run(False)
+    assert (cached_calls, every_calls) == (0, 1)  # the whole teacher runs once (12 examples, one batch) without
+    for name in every:
+        torch.testing.assert_close(cached[name], every[name], atol=1e-5, rtol=1e-4)
+    assert run(True, same_lower=False)[1] == 1  # a teacher whose frozen blocks differ runs whole
+
+
 def test_fit_raises_on_nan_loss(tiny_backbone: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     model = _model(tiny_backbone)
     with torch.no_grad():
