@@ -265,6 +265,27 @@ def test_the_replay_plot_draws_one_dot_a_stream(tmp_path: Path) -> None:
     assert matplotlib.image.imread(str(tmp_path / "p.png")).shape[:2] == (540, 1140)  # 9.5 x 4.5 in at 120 dpi
 
 
+def test_the_frontier_reads_a_recipe_its_accuracy_below_joint_and_its_time(tmp_path: Path) -> None:
+    import json
+
+    from continual_frontier import label, plot, point
+
+    assert label({"epochs": 8, "freeze_layers": 3, "method": "replay_distill"}) == "defaults"
+    result = {"seed": 2, "learner_settings": {"replay_distill": {"epochs": 2, "freeze_layers": 3, "lr_head": 0.003}},
+              "scenarios": {"b": {
+                  "methods": {"replay_distill": {"accuracy": [[0.9, None], [0.7, 0.8]]},
+                              "joint": {"accuracy": [[0.9, None], [0.8, 0.8]]}},
+                  "targets": [{"target": "replay_distill forgetting", "value": 0.02},
+                              {"target": "replay_distill last update's training time / joint's at that phase",
+                               "value": 0.4}]}}}
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    got = point(tmp_path / "r.json")
+    assert (got["recipe"], got["seed"], got["below_joint_pt"], got["forgetting_pt"], got["time_vs_joint"]) == (
+        "epochs 2, lr_head 0.003", 2, 5.0, 2.0, 0.4)
+    plot([got], tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+
+
 # --- the demo feed (sample_data/generate.py) -----------------------------------------------------------------
 FLIPS = {"rate cut": "negative", "cuts rates": "negative", "restructuring": "positive", "to fund AI": "positive",
          "to double AI": "positive"}
