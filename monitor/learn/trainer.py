@@ -400,14 +400,14 @@ def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], 
     of the serving model, and those modules stay frozen through a lineage), the student's cached ``states`` are the
     teacher's too: only its upper blocks run (:meth:`MultiTaskClassifier.upper`)."""
     teacher.to(device).eval()
-    shared = states is not None and _same_modules(frozen_modules(teacher, True, below),
-                                                  frozen_modules(student, True, below))
+    shared = None
+    if states is not None and _same_modules(frozen_modules(teacher, True, below), frozen_modules(student, True, below)):
+        shared = states
     topic: Tensor | None = None
     sentiment: Tensor | None = None
     for indices, batch in _by_length(ids, pad_id, device, batch_size):
-        if shared:
-            assert states is not None
-            t, s = teacher.upper(*_stack(states, indices), below)
+        if shared is not None:
+            t, s = teacher.upper(*_stack(shared, indices), below)
         else:
             t, s = teacher(batch.input_ids, batch.attention_mask)
         if topic is None or sentiment is None:
