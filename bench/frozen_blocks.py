@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from monitor.datasets import read_labelled  # noqa: E402
 from monitor.learn import TrainConfig, fit  # noqa: E402
+from monitor.learn.precompute import lower_states, teacher_logits  # noqa: E402
 from monitor.learn.settings import TrainSettings  # noqa: E402
-from monitor.learn.trainer import _lower_states, _teacher_logits  # noqa: E402
 from monitor.model import MultiTaskClassifier, default_backbone  # noqa: E402
 from monitor.model.batching import encode  # noqa: E402
 from monitor.model.checkpoint import load_checkpoint  # noqa: E402
@@ -113,13 +113,13 @@ def teacher_seconds(serving: MultiTaskClassifier, tokenizer: Any, train: list[Ex
     ids = encode(tokenizer, [e.text for e in train], 64)
     sources = [e.source for e in train]
     pad, cpu = tokenizer.pad_token_id or 0, torch.device("cpu")
-    states = _lower_states(serving, ids, pad, cpu, below, 64)
+    states = lower_states(serving, ids, pad, cpu, below, 64)
     times: dict[bool, list[float]] = {True: [], False: []}
     logits: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
     for r in range(rounds):
         for from_states in (True, False) if r % 2 == 0 else (False, True):
             started = time.perf_counter()
-            logits[from_states] = _teacher_logits(serving, ids, sources, pad, cpu, 64, serving,
+            logits[from_states] = teacher_logits(serving, ids, sources, pad, cpu, 64, serving,
                                                   states if from_states else None, below)
             times[from_states].append(time.perf_counter() - started)
     difference = max(float((a - b).abs().max()) for a, b in zip(logits[True], logits[False], strict=True))

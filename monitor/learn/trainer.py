@@ -14,7 +14,8 @@ runs only the blocks above (``upper``): the same result as running the whole net
 for a fraction of the compute (bench/README.md, "Twelfth round"). The token vectors
 are kept while they fit in ``FROZEN_CACHE_BYTES``; a larger training set runs the whole network.
 A distillation teacher whose embeddings and lowest blocks equal the student's (the serving model an
-update starts from) reads its logits from the same vectors.
+update starts from) reads its logits from the same vectors. What is computed once lives in
+``monitor.learn.precompute``; this module is the loop.
 
 Reproducible: the same seed, data and initial weights give bit-identical weights on CPU.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,13 +35,13 @@ from tqdm import tqdm
 
 from monitor.learn.evaluate import evaluate
 from monitor.learn.losses import IGNORE_INDEX, distillation_loss, masked_cross_entropy
-from monitor.model.batching import Batch, Tokenizer, bucketed_batches, collate, encode
+from monitor.learn.precompute import anchored_targets, congruent_rows, lower_states, stack_states, teacher_logits
+from monitor.model.batching import Tokenizer, bucketed_batches, collate, encode
 from monitor.model.network import MultiTaskClassifier, freeze, frozen_modules
 from monitor.model.predictor import resolve_device
 from monitor.records import Example
 
-__all__ = ["FROZEN_CACHE_BYTES", "EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "anchored_targets",
-           "congruent_rows", "fit", "label_indices"]
+__all__ = ["FROZEN_CACHE_BYTES", "EpochRecord", "FitResult", "TrainConfig", "TrainingDiverged", "fit", "label_indices"]
 
 #: The most memory the frozen blocks' token vectors of one training set may take (float32).
 FROZEN_CACHE_BYTES = 2 * 1024**3
@@ -202,12 +203,12 @@ def fit(
     hidden_size = int(model.encoder.config.hidden_size)
     if below and sum(lengths) * hidden_size * 4 > FROZEN_CACHE_BYTES:
         below = 0
-    states = _lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
+    states = lower_states(model, ids, pad_id, device, below, cfg.eval_batch_size) if below else None
     targets = None
     if teacher is not None:
-        targets = _teacher_logits(teacher, ids, sources, pad_id, device, cfg.eval_batch_size, model, states, below)
+        targets = teacher_logits(teacher, ids, sources, pad_id, device, cfg.eval_batch_size, model, states, below)
     if targets is not None and anchor is not None:
-        targets = anchored_targets(targets, _teacher_logits(anchor, ids, sources, pad_id, device, cfg.eval_batch_size,
+        targets = anchored_targets(targets, teacher_logits(anchor, ids, sources, pad_id, device, cfg.eval_batch_size,
                                                             model, states, below),
                                    (topic_y, sentiment_y))
     distilled = torch.ones(len(train), dtype=torch.bool) if distill_rows is None else torch.tensor(distill_rows)
@@ -250,7 +251,7 @@ def fit(
                 batch = collate(ids, indices, pad_id).to(device)
                 topic_logits, sentiment_logits = model(batch.input_ids, batch.attention_mask)
             else:
-                hidden, mask = _stack(states, indices)
+                hidden, mask = stack_states(states, indices)
                 topic_logits, sentiment_logits = model.upper(hidden, mask, below)
             topic_logits, sentiment_logits = model.with_offsets((topic_logits, sentiment_logits),
                                                                 [sources[i] for i in indices])
@@ -258,12 +259,12 @@ def fit(
                 sentiment_logits, sentiment_y[rows].to(device)
             )
             if targets is not None:
-                for logits, teacher_logits, head_keep in zip((topic_logits, sentiment_logits), targets, keeps,
+                for logits, teacher_head, head_keep in zip((topic_logits, sentiment_logits), targets, keeps,
                                                              strict=True):
                     keep = head_keep[rows]
                     if keep.any():
                         keep = keep.to(device)
-                        distill = distillation_loss(logits[keep], teacher_logits[rows].to(device)[keep],
+                        distill = distillation_loss(logits[keep], teacher_head[rows].to(device)[keep],
                                                     cfg.distill_temperature)
                         # Averaged over the whole batch: each distilled example weighs the same, however many.
                         loss = loss + cfg.distill_weight * distill * (int(keep.sum()) / len(indices))
@@ -325,52 +326,6 @@ def fit(
     )
 
 
-def congruent_rows(distilled: Tensor, targets: tuple[Tensor, Tensor],
-                   labels: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """The rows each head distils with ``distill_congruent``: ``distilled``, and those the teacher labels right.
-
-    A new example the old model already answers right is one the update should not lose (a
-    "negative flip"): distilling it there keeps that answer, while the examples it got wrong learn
-    from their labels alone. An unlabelled head of a row adds nothing beyond ``distilled``.
-
-    >>> logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
-    >>> keep = congruent_rows(torch.tensor([False, False, True]), (logits, logits),
-    ...                       (torch.tensor([0, 1, IGNORE_INDEX]), torch.tensor([IGNORE_INDEX, 0, 0])))
-    >>> [k.tolist() for k in keep]
-    [[True, False, True], [False, True, True]]
-    """
-    topic, sentiment = (distilled | (teacher.argmax(dim=-1) == y) for teacher, y in zip(targets, labels, strict=True))
-    return topic, sentiment
-
-
-@torch.no_grad()
-def anchored_targets(teacher: tuple[Tensor, Tensor], anchor: tuple[Tensor, Tensor],
-                     labels: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Per example, both heads' logits of whichever teacher gives its labels the higher log-probability.
-
-    The serving model has already moved once or more from the lineage's first model (the anchor): where it
-    drifted on an old example and the anchor still knows it, the anchor's answers are distilled, so
-    forgetting does not pile up over promotions; where the serving model learned something the anchor
-    never knew (a new class), its own answers are. Ties and unlabelled rows keep the serving model's.
-
-    >>> teacher = (torch.tensor([[0.0, 2.0], [2.0, 0.0]]), torch.zeros(2, 2))
-    >>> anchor = (torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.ones(2, 2))
-    >>> topic, sentiment = anchored_targets(teacher, anchor, (torch.tensor([0, 0]), torch.tensor([IGNORE_INDEX] * 2)))
-    >>> topic.tolist(), sentiment.tolist()  # row 0: the anchor knows label 0 better; row 1: the teacher does
-    ([[2.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]])
-    """
-    def support(logits: tuple[Tensor, Tensor]) -> Tensor:
-        total = torch.zeros(len(labels[0]))
-        for head, y in zip(logits, labels, strict=True):
-            known = y != IGNORE_INDEX
-            log_p = torch.log_softmax(head.float(), dim=-1)
-            total[known] += log_p[known, y[known]]
-        return total
-
-    use_anchor = support(anchor) > support(teacher)
-    return tuple(torch.where(use_anchor[:, None], a, t) for t, a in zip(teacher, anchor, strict=True))  # type: ignore[return-value]
-
-
 def _trainable_offsets(model: MultiTaskClassifier, sources: Sequence[str], device: torch.device) -> list[Tensor]:
     """Make the offsets of ``sources`` trainable parameters of ``model`` (from its own, else zeros), all of its
     offsets on ``device``; returns the parameters."""
@@ -387,80 +342,6 @@ def _trainable_offsets(model: MultiTaskClassifier, sources: Sequence[str], devic
 
 def _detached(offsets: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
     return {k: (t.detach().clone(), s.detach().clone()) for k, (t, s) in offsets.items()}
-
-
-@torch.no_grad()  # the targets are constants: a graph here would hold every example's activations
-def _teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], sources: Sequence[str], pad_id: int,
-                    device: torch.device, batch_size: int, student: MultiTaskClassifier,
-                    states: Sequence[Tensor] | None, below: int) -> tuple[Tensor, Tensor]:
-    """The teacher's (topic, sentiment) logits of every training example (its source offsets added, as it serves),
-    on the CPU, in ``ids`` order.
-
-    When the teacher's embeddings and lowest ``below`` blocks are the student's (an update's student starts as a copy
-    of the serving model, and those modules stay frozen through a lineage), the student's cached ``states`` are the
-    teacher's too: only its upper blocks run (:meth:`MultiTaskClassifier.upper`)."""
-    teacher.to(device).eval()
-    shared = None
-    if states is not None and _same_modules(frozen_modules(teacher, True, below), frozen_modules(student, True, below)):
-        shared = states
-    topic: Tensor | None = None
-    sentiment: Tensor | None = None
-    for indices, batch in _by_length(ids, pad_id, device, batch_size):
-        if shared is not None:
-            t, s = teacher.upper(*_stack(shared, indices), below)
-        else:
-            t, s = teacher(batch.input_ids, batch.attention_mask)
-        if topic is None or sentiment is None:
-            topic, sentiment = t.new_zeros(len(ids), t.shape[1]).cpu(), s.new_zeros(len(ids), s.shape[1]).cpu()
-        rows = torch.tensor(indices)
-        topic[rows], sentiment[rows] = t.float().cpu(), s.float().cpu()
-    assert topic is not None and sentiment is not None  # fit refuses an empty training set
-    return teacher.with_offsets((topic, sentiment), sources)
-
-
-def _same_modules(a: Sequence[torch.nn.Module], b: Sequence[torch.nn.Module]) -> bool:
-    """Whether two lists of modules hold equal weights and buffers, module by module."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        xs, ys = x.state_dict(), y.state_dict()
-        if xs.keys() != ys.keys() or not all(torch.equal(xs[k], ys[k].to(xs[k].device)) for k in xs):
-            return False
-    return True
-
-
-@torch.no_grad()
-def _lower_states(model: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-                  layers: int, batch_size: int) -> list[Tensor]:
-    """Each example's token vectors after the embeddings and the lowest ``layers`` (frozen) blocks, in ``ids`` order."""
-    model.eval()
-    states: list[Tensor] = [torch.empty(0)] * len(ids)
-    for indices, batch in _by_length(ids, pad_id, device, batch_size):
-        hidden = model.lower(batch.input_ids, batch.attention_mask, layers)
-        for row, i in enumerate(indices):
-            states[i] = hidden[row, : len(ids[i])].clone()
-    return states
-
-
-def _by_length(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-               batch_size: int) -> Iterator[tuple[list[int], Batch]]:
-    """Batches of ``ids`` in order of length (little padding), with the positions of their rows, on ``device``."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        yield indices, collate(ids, indices, pad_id).to(device)
-
-
-def _stack(states: Sequence[Tensor], indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """The rows ``indices`` of ``states`` right-padded with zeros to the longest, and their attention mask."""
-    width = max(states[i].shape[0] for i in indices)
-    first = states[indices[0]]
-    hidden = first.new_zeros(len(indices), width, first.shape[1])
-    mask = torch.zeros(len(indices), width, dtype=torch.long, device=first.device)
-    for row, i in enumerate(indices):
-        hidden[row, : states[i].shape[0]] = states[i]
-        mask[row, : states[i].shape[0]] = 1
-    return hidden, mask
 
 
 def _param_groups(model: MultiTaskClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:
