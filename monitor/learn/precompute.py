@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from monitor.learn.losses import IGNORE_INDEX
-from monitor.model.batching import Batch, collate
+from monitor.model.batching import collate
 from monitor.model.network import MultiTaskClassifier, frozen_modules
 
 __all__ = ["anchored_targets", "congruent_rows", "lower_states", "stack_states", "teacher_logits"]
@@ -70,8 +70,8 @@ def anchored_targets(teacher: tuple[Tensor, Tensor], anchor: tuple[Tensor, Tenso
 
 @torch.no_grad()  # the targets are constants: a graph here would hold every example's activations
 def teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], sources: Sequence[str], pad_id: int,
-                    device: torch.device, batch_size: int, student: MultiTaskClassifier,
-                    states: Sequence[Tensor] | None, below: int) -> tuple[Tensor, Tensor]:
+                   device: torch.device, batch_size: int, student: MultiTaskClassifier,
+                   states: Sequence[Tensor] | None, below: int) -> tuple[Tensor, Tensor]:
     """The teacher's (topic, sentiment) logits of every training example (its source offsets added, as it serves),
     on the CPU, in ``ids`` order.
 
@@ -84,10 +84,11 @@ def teacher_logits(teacher: MultiTaskClassifier, ids: Sequence[Sequence[int]], s
         shared = states
     topic: Tensor | None = None
     sentiment: Tensor | None = None
-    for indices, batch in _by_length(ids, pad_id, device, batch_size):
+    for indices in _by_length(ids, batch_size):
         if shared is not None:
             t, s = teacher.upper(*stack_states(shared, indices), below)
         else:
+            batch = collate(ids, indices, pad_id).to(device)
             t, s = teacher(batch.input_ids, batch.attention_mask)
         if topic is None or sentiment is None:
             topic, sentiment = t.new_zeros(len(ids), t.shape[1]).cpu(), s.new_zeros(len(ids), s.shape[1]).cpu()
@@ -110,24 +111,27 @@ def _same_modules(a: Sequence[torch.nn.Module], b: Sequence[torch.nn.Module]) ->
 
 @torch.no_grad()
 def lower_states(model: MultiTaskClassifier, ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-                  layers: int, batch_size: int) -> list[Tensor]:
+                 layers: int, batch_size: int) -> list[Tensor]:
     """Each example's token vectors after the embeddings and the lowest ``layers`` (frozen) blocks, in ``ids`` order."""
     model.eval()
     states: list[Tensor] = [torch.empty(0)] * len(ids)
-    for indices, batch in _by_length(ids, pad_id, device, batch_size):
+    for indices in _by_length(ids, batch_size):
+        batch = collate(ids, indices, pad_id).to(device)
         hidden = model.lower(batch.input_ids, batch.attention_mask, layers)
         for row, i in enumerate(indices):
             states[i] = hidden[row, : len(ids[i])].clone()
     return states
 
 
-def _by_length(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-               batch_size: int) -> Iterator[tuple[list[int], Batch]]:
-    """Batches of ``ids`` in order of length (little padding), with the positions of their rows, on ``device``."""
+def _by_length(ids: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
+    """The positions in ``ids`` of batches of ``batch_size`` rows in order of length (little padding).
+
+    >>> list(_by_length([[1, 2, 3], [1], [1, 2]], 2))
+    [[1, 2], [0]]
+    """
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        yield indices, collate(ids, indices, pad_id).to(device)
+        yield order[start : start + batch_size]
 
 
 def stack_states(states: Sequence[Tensor], indices: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -260,7 +260,7 @@ def fit(
             )
             if targets is not None:
                 for logits, teacher_head, head_keep in zip((topic_logits, sentiment_logits), targets, keeps,
-                                                             strict=True):
+                                                           strict=True):
                     keep = head_keep[rows]
                     if keep.any():
                         keep = keep.to(device)
